@@ -1,0 +1,1 @@
+"""fl: a federated-learning simulator on Flower with virtual time."""
