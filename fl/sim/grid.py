@@ -1,0 +1,481 @@
+"""The virtual grid: a Flower `Grid` whose nodes are simulated devices on a virtual clock.
+
+Any Flower strategy drives it exactly as it drives a real SuperLink: `get_node_ids`,
+`push_messages`, `pull_messages` and `send_and_receive`. Each node runs a Flower `ClientApp`
+in-process (eagerly, at push time, against exactly the content it was sent), and the grid
+computes when its reply would arrive in virtual time from the node's `DeviceProfile`:
+download + compute (work the client reports ÷ device speed, with seeded jitter) + upload,
+or never, if the device goes offline or fails meanwhile. Lost replies surface as expired-TTL
+errors, as on a real SuperLink. Messages carry virtual timestamps in `metadata.created_at`.
+
+See DESIGN.md ("The one idea that holds it together") and research/flower_api.md §3 for the
+Flower internals this relies on (TaskIdentity, message ids, shared content).
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+import itertools
+import math
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Context, Error, Message, RecordDict
+from flwr.app.message import make_message
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+from flwr.serverapp import Grid
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+
+from fl.sim.availability import next_time_online_count
+from fl.sim.devices import DeviceProfile
+from fl.sim.outcomes import (
+    CLIENT_ERROR,
+    DEADLINE,
+    EXPIRED,
+    LOST_FAILED,
+    LOST_OFFLINE,
+    LOST_STATUSES,
+    PENDING,
+    REPLIED,
+    Exchange,
+    MessageOutcome,
+)
+
+WORK_FLOPS_KEY = "work-flops"
+"""Metric a ClientApp reports: floating-point operations its task performed (time model)."""
+
+FIRST_NODE_ID = 1001  # node ids must differ from SUPERLINK_NODE_ID (1)
+
+
+def copy_recorddict(content: RecordDict) -> RecordDict:
+    """Copy a RecordDict so a node can't mutate what other nodes (or the server) hold.
+
+    Strategies send one shared RecordDict to every node and some aggregators pop from reply
+    records; new `Array` objects share the immutable bytes, so the copy is cheap.
+    """
+    out = RecordDict()
+    for key, record in content.items():
+        if isinstance(record, ArrayRecord):
+            out[key] = ArrayRecord(
+                {
+                    k: Array(dtype=a.dtype, shape=tuple(a.shape), stype=a.stype, data=bytes(a.data))
+                    for k, a in record.items()
+                }
+            )
+        else:
+            out[key] = copy.copy(record)
+    return out
+
+
+def payload_bytes(content: RecordDict) -> int:
+    """Bytes of all arrays in a message: what goes over the network in the time model."""
+    return sum(int(rec.count_bytes()) for rec in content.array_records.values())
+
+
+def reported_work(reply: Message, fallback_flops_per_example: float) -> float:
+    """FLOPs the ClientApp says it did; else num-examples × a fallback cost (stock clients)."""
+    if reply.has_error():
+        return 0.0
+    for rec in reply.content.metric_records.values():
+        if WORK_FLOPS_KEY in rec:
+            work = float(rec[WORK_FLOPS_KEY])  # type: ignore[arg-type]
+            if not math.isfinite(work) or work < 0:
+                raise ValueError(f"reply reports {WORK_FLOPS_KEY}={work}; must be finite and ≥ 0")
+            return work
+    for rec in reply.content.metric_records.values():
+        if "num-examples" in rec:
+            return float(rec["num-examples"]) * fallback_flops_per_example  # type: ignore[arg-type]
+    return 0.0
+
+
+class VirtualGrid(Grid):
+    """A Flower Grid of simulated devices, each running a ClientApp, on a virtual clock.
+
+    Parameters
+    ----------
+    client_app:
+        The Flower ClientApp every node runs (attacks wrap it per node via `client_app_for`).
+    devices:
+        One `DeviceProfile` per node; node i gets node id `FIRST_NODE_ID + i` and
+        `node_config = {"partition-id": i, "num-partitions": N}`, as Flower's simulation does.
+    run_config:
+        Becomes every node's `context.run_config` (scalars only, as in Flower).
+    seed:
+        Seeds per-(node, message) jitter and failure draws, so outcomes do not depend on the
+        order in which messages are executed.
+    evaluation_cost:
+        If False, evaluate messages take zero virtual time (an experiment that measures
+        time-to-accuracy may mark evaluation free).
+    fallback_flops_per_example:
+        Cost per example for ClientApps that do not report `work-flops`.
+    client_app_for:
+        Optional per-node override of the ClientApp (e.g. a Byzantine wrapper).
+    """
+
+    def __init__(
+        self,
+        client_app: Callable[[Message, Context], Message],
+        devices: Sequence[DeviceProfile],
+        *,
+        run_config: dict[str, Any] | None = None,
+        seed: int = 0,
+        run_id: int = 1,
+        evaluation_cost: bool = True,
+        fallback_flops_per_example: float = 1e6,
+        client_app_for: Callable[[int], Callable[[Message, Context], Message] | None] | None = None,
+    ) -> None:
+        if not devices:
+            raise ValueError("devices: a VirtualGrid needs at least one node")
+        self._client_app = client_app
+        self._client_app_for = client_app_for
+        self.devices = list(devices)
+        self.num_nodes = len(self.devices)
+        self.seed = int(seed)
+        self.evaluation_cost = evaluation_cost
+        self.fallback_flops_per_example = float(fallback_flops_per_example)
+        self._run_config = dict(run_config or {})
+        self._run = Run.create_empty(run_id)
+        self._contexts: dict[int, Context] = {}
+        self._node_msg_count = [0] * self.num_nodes
+        self._seq = itertools.count()
+        self._ids = itertools.count(1)
+        self.now = 0.0
+        self.outcomes: dict[str, MessageOutcome] = {}
+        self._replies: dict[str, Message] = {}
+        self._instructions: dict[str, Message] = {}
+        self._pending: list[tuple[float, int, str]] = []  # heap of (arrives_at, seq, msg id)
+        self._consumed: set[str] = set()
+        self.exchanges: list[Exchange] = []
+        self.client_wall_s = 0.0  # wall time spent inside ClientApps (for overhead reports)
+        self._bytes_cache: tuple[int, int] = (-1, 0)
+        self.activate()
+
+    # ----------------------------------------------------------------- identity
+    def activate(self) -> None:
+        """Set Flower's process-global TaskIdentity so strategies can build messages."""
+        TaskIdentity.run_id = self._run.run_id
+        TaskIdentity.node_id = SUPERLINK_NODE_ID
+        TaskIdentity.task_id = 1
+
+    def set_run(self, run: Run) -> None:  # noqa: D102 (Grid API)
+        self._run = run
+
+    @property
+    def run(self) -> Run:  # noqa: D102 (Grid API)
+        return self._run
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        """Build an instruction message (deprecated in Flower, kept for the ABC)."""
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    # ------------------------------------------------------------------- nodes
+    def node_index(self, node_id: int) -> int:
+        """Partition index of a node id (raises for ids this grid does not have)."""
+        idx = int(node_id) - FIRST_NODE_ID
+        if not 0 <= idx < self.num_nodes:
+            raise KeyError(f"unknown node id {node_id}")
+        return idx
+
+    def node_id(self, index: int) -> int:
+        """Node id of partition `index`."""
+        return FIRST_NODE_ID + index
+
+    def all_node_ids(self) -> list[int]:
+        """Every node id, online or not."""
+        return [FIRST_NODE_ID + i for i in range(self.num_nodes)]
+
+    def get_node_ids(self) -> list[int]:
+        """Ids of the nodes online at the current virtual time (offline ones get no work)."""
+        return [
+            FIRST_NODE_ID + i for i, d in enumerate(self.devices) if d.availability.online(self.now)
+        ]
+
+    def context(self, node_id: int) -> Context:
+        """The node's persistent Context (created on first use: 10 000 nodes stay cheap)."""
+        ctx = self._contexts.get(node_id)
+        if ctx is None:
+            idx = self.node_index(node_id)
+            ctx = Context(
+                run_id=self._run.run_id,
+                node_id=node_id,
+                node_config={"partition-id": idx, "num-partitions": self.num_nodes},
+                state=RecordDict(),
+                run_config=dict(self._run_config),
+            )
+            self._contexts[node_id] = ctx
+        return ctx
+
+    # -------------------------------------------------------------------- clock
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward (server work, waiting); the clock never goes backwards."""
+        if seconds < 0 or not math.isfinite(seconds):
+            raise ValueError(f"cannot advance the virtual clock by {seconds}")
+        self.now += seconds
+
+    def advance_to(self, t: float) -> None:
+        """Move the clock to `t` if that is later than now."""
+        if math.isfinite(t):
+            self.now = max(self.now, t)
+
+    def wait_for_nodes(self, k: int) -> bool:
+        """Advance the clock until at least `k` nodes are online; False if that never happens.
+
+        Flower's `sample_nodes` sleeps on the wall clock while too few nodes are connected;
+        a server loop on this grid calls this first, so the wait passes in virtual time.
+        """
+        t = next_time_online_count([d.availability for d in self.devices], self.now, k)
+        if not math.isfinite(t):
+            return False
+        self.advance_to(t)
+        return True
+
+    def next_arrival(self) -> float:
+        """Virtual time of the earliest reply still pending (inf if none)."""
+        while self._pending and self._pending[0][2] in self._consumed:
+            heapq.heappop(self._pending)
+        return self._pending[0][0] if self._pending else math.inf
+
+    # ----------------------------------------------------------------- messages
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        """Deliver instructions: run each node's ClientApp now and schedule its reply."""
+        ids = []
+        for msg in messages:
+            ids.append(self._push_one(msg))
+        return ids
+
+    def _message_bytes(self, content: RecordDict) -> int:
+        # Strategies send one shared RecordDict to all nodes: size it once.
+        key = id(content)
+        if self._bytes_cache[0] != key:
+            self._bytes_cache = (key, payload_bytes(content))
+        return self._bytes_cache[1]
+
+    def _new_id(self, prefix: str) -> str:
+        """Deterministic message id (same run, same ids), unique within this grid."""
+        return f"{prefix}{self._run.run_id}-{next(self._ids)}"
+
+    def _push_one(self, msg: Message) -> str:
+        if msg.metadata.message_type not in ("train", "evaluate", "query") and not (
+            msg.metadata.message_type.split(".")[0] in ("train", "evaluate", "query")
+        ):
+            raise ValueError(f"message_type {msg.metadata.message_type!r} is not deliverable")
+        node_id = int(msg.metadata.dst_node_id)
+        idx = self.node_index(node_id)
+        msg_id = self._new_id("m")
+        msg.metadata.__dict__["_message_id"] = msg_id
+        seq = next(self._seq)
+        device = self.devices[idx]
+        rng = np.random.default_rng((self.seed, idx, self._node_msg_count[idx]))
+        self._node_msg_count[idx] += 1
+        sent_at = self.now
+        outcome = MessageOutcome(
+            message_id=msg_id,
+            node_id=node_id,
+            message_type=msg.metadata.message_type,
+            group_id=msg.metadata.group_id,
+            sent_at=sent_at,
+            arrives_at=math.inf,
+            status=PENDING,
+            seq=seq,
+        )
+        self.outcomes[msg_id] = outcome
+        self._instructions[msg_id] = msg
+
+        if not device.availability.online(sent_at):
+            self._lose(msg, outcome, LOST_OFFLINE, "device offline at dispatch")
+            msg.metadata.created_at = sent_at
+            return msg_id
+
+        reply = self._execute(msg, node_id)
+        down = self._message_bytes(msg.content)
+        up = payload_bytes(reply.content) if not reply.has_error() else 0
+        is_eval = msg.metadata.message_type.startswith("evaluate")
+        if reply.has_error():
+            work = 0.0
+            outcome.error = reply.error.reason
+        else:
+            work = reported_work(reply, self.fallback_flops_per_example)
+        lat = device.latency(down, up, work, rng)
+        if is_eval and not self.evaluation_cost:
+            download_s = compute_s = upload_s = 0.0
+        elif reply.has_error():
+            download_s, compute_s, upload_s = lat.download, 0.0, 0.0
+        else:
+            download_s, compute_s, upload_s = lat.download, lat.compute, lat.upload
+        outcome.download_s, outcome.compute_s, outcome.upload_s = download_s, compute_s, upload_s
+        outcome.down_bytes, outcome.up_bytes, outcome.work_flops = down, up, work
+        finish = sent_at + download_s + compute_s + upload_s
+        msg.metadata.created_at = sent_at
+
+        failed = device.fails(rng) and not is_eval
+        if device.availability.next_change(sent_at) <= finish and finish > sent_at:
+            self._lose(msg, outcome, LOST_OFFLINE, "device went offline before replying")
+            return msg_id
+        if failed:
+            self._lose(msg, outcome, LOST_FAILED, "device failed during the task")
+            return msg_id
+
+        reply.metadata.__dict__["_message_id"] = self._new_id("r")
+        reply.metadata.created_at = finish
+        reply.metadata.ttl = max(0.0, msg.metadata.ttl - (finish - sent_at))
+        outcome.arrives_at = finish
+        outcome.status = PENDING
+        self._replies[msg_id] = reply
+        heapq.heappush(self._pending, (finish, seq, msg_id))
+        return msg_id
+
+    def _lose(self, msg: Message, outcome: MessageOutcome, status: str, why: str) -> None:
+        """The reply never comes: the server sees an expired-TTL error at sent + ttl."""
+        expiry = outcome.sent_at + float(msg.metadata.ttl)
+        outcome.status = status
+        outcome.error = why
+        outcome.arrives_at = expiry
+        err = make_message(
+            metadata=_reply_metadata(msg, created_at=expiry),
+            error=Error(code=ErrorCode.REPLY_MESSAGE_UNAVAILABLE, reason=f"expired: {why}"),
+        )
+        err.metadata.__dict__["_message_id"] = self._new_id("r")
+        self._replies[outcome.message_id] = err
+        heapq.heappush(self._pending, (expiry, outcome.seq, outcome.message_id))
+
+    def _execute(self, msg: Message, node_id: int) -> Message:
+        """Run the node's ClientApp on a private copy of the instruction."""
+        ins = make_message(metadata=copy.copy(msg.metadata), content=copy_recorddict(msg.content))
+        app = self._client_app
+        if self._client_app_for is not None:
+            app = self._client_app_for(node_id) or app
+        t0 = time.perf_counter()  # wall time of the simulation itself, reported beside virtual
+        try:
+            reply = app(ins, self.context(node_id))
+        except Exception as exc:  # a crashing client must not stop the run
+            reason = f"{type(exc).__name__}: {exc}"
+            tb = traceback.format_exc(limit=3)
+            reply = Message(
+                Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=f"{reason}\n{tb}"),
+                reply_to=ins,
+            )
+        finally:
+            self.client_wall_s += time.perf_counter() - t0
+        if not isinstance(reply, Message):
+            reply = Message(
+                Error(
+                    code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                    reason=f"ClientApp returned {type(reply).__name__}, not a Message",
+                ),
+                reply_to=ins,
+            )
+        return reply
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        """Replies that have arrived by now, in arrival order.
+
+        If none of the requested replies has arrived, the clock jumps to the earliest one
+        among them, so a polling loop never waits on the wall clock. Ids already consumed or
+        unknown get an error reply, as Flower's SuperLink answers them.
+        """
+        ids = list(message_ids)
+        out: list[tuple[float, int, Message]] = []
+        pending: list[MessageOutcome] = []
+        for mid in ids:
+            outcome = self.outcomes.get(mid)
+            if outcome is None or mid in self._consumed:
+                out.append((-1.0, -1, _unavailable(mid, self._run.run_id)))
+            else:
+                pending.append(outcome)
+        if pending and not out and all(o.arrives_at > self.now for o in pending):
+            self.advance_to(min(o.arrives_at for o in pending))
+        for outcome in pending:
+            if outcome.arrives_at <= self.now:
+                out.append((outcome.arrives_at, outcome.seq, self._deliver(outcome)))
+        out.sort(key=lambda t: (t[0], t[1]))
+        return [m for _, _, m in out]
+
+    def _deliver(self, outcome: MessageOutcome) -> Message:
+        mid = outcome.message_id
+        self._consumed.add(mid)
+        self._instructions.pop(mid, None)
+        reply = self._replies.pop(mid)
+        if outcome.status == PENDING:
+            outcome.status = CLIENT_ERROR if reply.has_error() else REPLIED
+        elif outcome.status in LOST_STATUSES:
+            outcome.error = f"{outcome.status}: {outcome.error}"
+            outcome.status = EXPIRED if outcome.status == LOST_OFFLINE else LOST_FAILED
+        return reply
+
+    def drop(self, message_ids: Iterable[str]) -> None:
+        """Forget replies the server no longer waits for (past its deadline)."""
+        for mid in message_ids:
+            if mid in self._consumed or mid not in self.outcomes:
+                continue
+            self._consumed.add(mid)
+            self._replies.pop(mid, None)
+            self._instructions.pop(mid, None)
+            outcome = self.outcomes[mid]
+            if outcome.status == PENDING:
+                outcome.status = DEADLINE
+            elif outcome.status in LOST_STATUSES:
+                outcome.error = f"{outcome.status}: {outcome.error}"
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> list[Message]:
+        """Push, then advance the clock to the last reply or to the deadline (`timeout`
+        virtual seconds); replies later than the deadline are dropped, as stragglers are on a
+        real server."""
+        messages = list(messages)
+        started = self.now
+        ids = self.push_messages(messages)
+        outcomes = [self.outcomes[i] for i in ids]
+        deadline = started + timeout if timeout is not None else math.inf
+        last = max((o.arrives_at for o in outcomes), default=started)
+        self.advance_to(min(deadline, last))
+        replies = self.pull_messages([o.message_id for o in outcomes if o.arrives_at <= self.now])
+        late = [o.message_id for o in outcomes if o.message_id not in self._consumed]
+        self.drop(late)
+        kind = messages[0].metadata.message_type if messages else ""
+        ex = Exchange(message_type=kind, started_at=started, ended_at=self.now)
+        for o in outcomes:
+            ex.sent.append(o.node_id)
+            if o.status == REPLIED:
+                ex.replied.append(o.node_id)
+            elif o.status == DEADLINE or (o.message_id in late):
+                ex.dropped.append(o.node_id)
+            else:
+                ex.failed[o.node_id] = o.error.splitlines()[0] if o.error else o.status
+        self.exchanges.append(ex)
+        return replies
+
+
+def _reply_metadata(msg: Message, *, created_at: float) -> Any:
+    """Metadata of a server-generated reply to `msg` (Flower's own error-reply layout)."""
+    md = copy.copy(msg.metadata)
+    md.__dict__.update(
+        {
+            "_src_node_id": msg.metadata.dst_node_id,
+            "_dst_node_id": SUPERLINK_NODE_ID,
+            "_reply_to_message_id": msg.metadata.message_id,
+            "_created_at": created_at,
+            "_ttl": 0.0,
+            "_message_id": "",
+        }
+    )
+    return md
+
+
+def _unavailable(message_id: str, run_id: int) -> Message:
+    """Flower's answer to pulling an id that was already consumed or never existed."""
+    from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_ins_message
+
+    return create_message_error_unavailable_ins_message(message_id, run_id)
