@@ -162,11 +162,11 @@ class VirtualGrid(Grid):
         TaskIdentity.node_id = SUPERLINK_NODE_ID
         TaskIdentity.task_id = 1
 
-    def set_run(self, run: Run) -> None:  # noqa: D102 (Grid API)
+    def set_run(self, run: Run) -> None:
         self._run = run
 
     @property
-    def run(self) -> Run:  # noqa: D102 (Grid API)
+    def run(self) -> Run:
         return self._run
 
     def create_message(
@@ -267,9 +267,7 @@ class VirtualGrid(Grid):
         return f"{prefix}{self._run.run_id}-{next(self._ids)}"
 
     def _push_one(self, msg: Message) -> str:
-        if msg.metadata.message_type not in ("train", "evaluate", "query") and not (
-            msg.metadata.message_type.split(".")[0] in ("train", "evaluate", "query")
-        ):
+        if msg.metadata.message_type.split(".")[0] not in ("train", "evaluate", "query"):
             raise ValueError(f"message_type {msg.metadata.message_type!r} is not deliverable")
         node_id = int(msg.metadata.dst_node_id)
         idx = self.node_index(node_id)

@@ -1,0 +1,160 @@
+"""The Flower ClientApp every simulated (or real) node runs: local training and evaluation.
+
+The node finds its data from `context.node_config["partition-id"]` and the experiment from
+`context.run_config` (the flat form of `ExperimentConfig`), exactly as a ClientApp on Flower's
+own engines does. Per-request hyper-parameters in the message's config (`lr`,
+`local-epochs`, `local-steps`, `batch-size`, `proximal-mu`, ...) override the config's
+`[train]` section, so a strategy can tune them per node (FedProx's mu, I-Prof's batch size).
+
+Replies carry `num-examples` (the node's training-set size, FedAvg's weight), the training
+loss, `examples-processed` and `work-flops` (examples × training FLOPs per example), which the
+virtual grid divides by the device's speed to get compute time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fl.config import ExperimentConfig
+from fl.data import DataConfig, FederatedData, load_federated
+from fl.models import (
+    ModelConfig,
+    build_model,
+    forward_flops_per_example,
+    train_flops_per_example,
+)
+from fl.training import LocalTraining, derive_seed, evaluate, train_local
+
+app = ClientApp()
+
+
+@lru_cache(maxsize=4)
+def federated_data(data: DataConfig, num_nodes: int, seed: int) -> FederatedData:
+    """Load (once per process) the partitioned dataset the experiment describes."""
+    return load_federated(data, num_nodes, seed)
+
+
+@dataclass
+class Workspace:
+    """Per-process state shared by all nodes: data, one long-lived model, FLOP costs."""
+
+    config: ExperimentConfig
+    data: FederatedData
+    model: torch.nn.Module
+    train_flops: float  # per example
+    eval_flops: float  # per example
+
+
+def make_workspace(cfg: ExperimentConfig) -> Workspace:
+    """Build the data and one model instance for `cfg` (parameters are loaded per task)."""
+    data = federated_data(cfg.data, cfg.num_nodes, cfg.seed)
+    model = _model(cfg.model, data, cfg.seed)
+    dtype = torch.long if data.vocab_size else torch.float32
+    return Workspace(
+        config=cfg,
+        data=data,
+        model=model,
+        train_flops=train_flops_per_example(model, data.input_shape, dtype),
+        eval_flops=forward_flops_per_example(model, data.input_shape, dtype),
+    )
+
+
+def _model(model_cfg: ModelConfig, data: FederatedData, seed: int) -> torch.nn.Module:
+    return build_model(model_cfg, data.input_shape, data.num_classes, data.vocab_size, seed=seed)
+
+
+_WORKSPACES: dict[tuple[tuple[str, Any], ...], Workspace] = {}
+
+
+def workspace(run_config: Mapping[str, Any]) -> Workspace:
+    """The cached workspace for this run_config (one per experiment per process)."""
+    key = tuple(sorted((k, v) for k, v in run_config.items()))
+    ws = _WORKSPACES.get(key)
+    if ws is None:
+        if len(_WORKSPACES) >= 4:
+            _WORKSPACES.clear()
+        ws = make_workspace(ExperimentConfig.from_run_config(run_config))
+        _WORKSPACES[key] = ws
+    return ws
+
+
+def local_training(cfg: ExperimentConfig, request: ConfigRecord | None) -> LocalTraining:
+    """Local hyper-parameters: the config's [train] section, overridden by the request."""
+    r: Mapping[str, Any] = request or {}
+    t = cfg.train
+    return LocalTraining(
+        epochs=int(r.get("local-epochs", t.epochs)),
+        steps=int(r.get("local-steps", t.steps)),
+        batch_size=int(r.get("batch-size", t.batch_size)),
+        lr=float(r.get("lr", t.lr)),
+        momentum=float(r.get("momentum", t.momentum)),
+        weight_decay=float(r.get("weight-decay", t.weight_decay)),
+        proximal_mu=float(r.get("proximal-mu", 0.0)),
+    )
+
+
+def _next_call(context: Context) -> int:
+    """Count this node's tasks in its persistent state (a per-node RNG stream index)."""
+    rec = context.state.config_records.get("fl.node")
+    calls = int(rec["calls"]) if rec is not None else 0  # type: ignore[arg-type]
+    context.state["fl.node"] = ConfigRecord({"calls": calls + 1})
+    return calls
+
+
+def _request_config(msg: Message) -> ConfigRecord | None:
+    records = list(msg.content.config_records.values())
+    return records[0] if records else None
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Load the sent model, train on this node's partition, reply with the new model."""
+    ws = workspace(context.run_config)
+    pid = int(context.node_config["partition-id"])  # type: ignore[arg-type]
+    request = _request_config(msg)
+    hp = local_training(ws.config, request)
+    x_tr, y_tr, _, _ = ws.data.node(pid)
+    arrays = next(iter(msg.content.array_records.values()))
+    ws.model.load_state_dict(arrays.to_torch_state_dict(), strict=True)
+    server_round = int((request or {}).get("server-round", 0))  # type: ignore[arg-type]
+    seed = derive_seed(ws.config.seed, pid, server_round, _next_call(context))
+    stats = train_local(ws.model, x_tr, y_tr, hp, seed)
+    metrics = MetricRecord(
+        {
+            "train_loss": stats.loss,
+            "num-examples": len(y_tr),
+            "examples-processed": stats.examples,
+            "work-flops": stats.examples * ws.train_flops,
+        }
+    )
+    content = RecordDict({"arrays": ArrayRecord(ws.model.state_dict()), "metrics": metrics})
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate_local(msg: Message, context: Context) -> Message:
+    """Evaluate the sent model on this node's local test split (train split if it has none)."""
+    ws = workspace(context.run_config)
+    pid = int(context.node_config["partition-id"])  # type: ignore[arg-type]
+    x_tr, y_tr, x_te, y_te = ws.data.node(pid)
+    if len(y_te) == 0:
+        x_te, y_te = x_tr, y_tr
+    arrays = next(iter(msg.content.array_records.values()))
+    ws.model.load_state_dict(arrays.to_torch_state_dict(), strict=True)
+    loss, acc = evaluate(ws.model, x_te, y_te)
+    metrics = MetricRecord(
+        {
+            "eval_loss": loss,
+            "eval_acc": acc,
+            "num-examples": len(y_te),
+            "work-flops": len(y_te) * ws.eval_flops,
+        }
+    )
+    return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)

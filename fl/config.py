@@ -1,0 +1,170 @@
+"""The experiment configuration: one schema for TOML files, `--set` and Flower's run_config.
+
+A config names the dataset and its partition, the model, the device population, local
+training, the strategy and its options, the stopping rule and the seed. Loading validates
+everything (types, ranges, names) before any work starts, and errors name the key and value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fl.data import DATASETS, PARTITIONS, DataConfig
+from fl.models import MODELS, ModelConfig
+from fl.schema import ConfigError, flatten, from_dict, parse_value, set_dotted, to_dict, unflatten
+from fl.sim.devices import POPULATIONS, PopulationConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local training on each node (sent to clients in every train message)."""
+
+    epochs: int = 1  # local epochs (ignored when steps > 0)
+    steps: int = 0  # if > 0: exactly this many mini-batch steps per round instead of epochs
+    batch_size: int = 16
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "train.epochs", self.epochs, "≥ 1")
+        _check(self.steps >= 0, "train.steps", self.steps, "≥ 0")
+        _check(self.batch_size >= 1, "train.batch_size", self.batch_size, "≥ 1")
+        _check(self.lr > 0 and math.isfinite(self.lr), "train.lr", self.lr, "> 0")
+        _check(0 <= self.momentum < 1, "train.momentum", self.momentum, "in [0, 1)")
+        _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "≥ 0")
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """Which server strategy, how many clients per round, and its constructor options."""
+
+    name: str = "fedavg"
+    clients_per_round: int = 0  # 0: every online node
+    options: dict[str, Any] = field(default_factory=dict)  # passed to the strategy constructor
+
+    def __post_init__(self) -> None:
+        _check(self.clients_per_round >= 0, "strategy.clients_per_round", self.clients_per_round,
+               "≥ 0 (0 = all online nodes)")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How the global model is evaluated."""
+
+    central: bool = True  # server-side on the held-out test set, after every `every` rounds
+    every: int = 1
+    federated: bool = False  # also run the strategy's federated evaluation on nodes
+    federated_fraction: float = 0.2
+    free: bool = True  # federated evaluation messages take no virtual time
+    target_accuracy: float = 0.0  # if > 0: time/rounds to reach it are reported
+
+    def __post_init__(self) -> None:
+        _check(self.every >= 1, "evaluation.every", self.every, "≥ 1")
+        _check(0 < self.federated_fraction <= 1, "evaluation.federated_fraction",
+               self.federated_fraction, "in (0, 1]")  # fmt: skip
+        _check(0 <= self.target_accuracy <= 1, "evaluation.target_accuracy",
+               self.target_accuracy, "in [0, 1]")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One experiment: data + model + devices + strategy, run in virtual time."""
+
+    name: str = "experiment"
+    seed: int = 0
+    num_nodes: int = 20
+    rounds: int = 20
+    time_budget_s: float = 0.0  # stop once the virtual clock passes this (0: no budget)
+    round_timeout_s: float = 3600.0  # the server's deadline per round, virtual seconds
+    server_time_factor: float = 0.0  # virtual seconds charged per wall second of aggregation
+    output_dir: str = "results"
+    torch_threads: int = 1  # intra-op threads; small per-client models are fastest on one
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    devices: PopulationConfig = field(default_factory=PopulationConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.num_nodes >= 1, "num_nodes", self.num_nodes, "≥ 1")
+        _check(self.rounds >= 1, "rounds", self.rounds, "≥ 1")
+        _check(self.time_budget_s >= 0, "time_budget_s", self.time_budget_s, "≥ 0")
+        _check(self.round_timeout_s > 0, "round_timeout_s", self.round_timeout_s, "> 0")
+        _check(self.server_time_factor >= 0, "server_time_factor", self.server_time_factor, "≥ 0")
+        _check(self.seed >= 0, "seed", self.seed, "≥ 0")
+        _check(self.torch_threads >= 1, "torch_threads", self.torch_threads, "≥ 1")
+        _check(self.data.name in DATASETS or self.data.name.startswith("hf:"), "data.name",
+               self.data.name, f"one of {', '.join(DATASETS)} or hf:<dataset>")  # fmt: skip
+        _check(self.data.partition in PARTITIONS, "data.partition", self.data.partition,
+               f"one of {', '.join(PARTITIONS)}")  # fmt: skip
+        _check(self.data.alpha > 0, "data.alpha", self.data.alpha, "> 0")
+        _check(self.model.name in MODELS, "model.name", self.model.name,
+               f"one of {', '.join(MODELS)}")  # fmt: skip
+        _check(self.devices.kind in POPULATIONS, "devices.kind", self.devices.kind,
+               f"one of {', '.join(POPULATIONS)}")  # fmt: skip
+        _check(self.strategy.clients_per_round <= self.num_nodes, "strategy.clients_per_round",
+               self.strategy.clients_per_round, f"≤ num_nodes ({self.num_nodes})")  # fmt: skip
+        from fl.strategies.registry import check_strategy
+
+        check_strategy(self.strategy.name, self.strategy.options)
+
+    # ------------------------------------------------------------- conversion
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as a nested dict (what results/config.toml holds)."""
+        return to_dict(self)
+
+    def to_run_config(self) -> dict[str, Any]:
+        """Flat scalar dict for Flower's `context.run_config` (ClientApps rebuild it)."""
+        return flatten(self.to_dict())
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> ExperimentConfig:
+        """Rebuild from a flat run_config (keys this schema does not know are ignored, since
+        Flower adds its own)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        own = {k: v for k, v in run_config.items() if k.split(".")[0] in names}
+        return load_dict(unflatten(own))
+
+    def replace(self, **changes: Any) -> ExperimentConfig:
+        """A copy with some top-level fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} is invalid: must be {allowed}")
+
+
+def load_dict(tree: Mapping[str, Any]) -> ExperimentConfig:
+    """Validate a nested dict into an ExperimentConfig."""
+    return from_dict(ExperimentConfig, tree)
+
+
+def apply_overrides(tree: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply `key.sub=value` strings (values parsed as TOML) to a nested dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, text = item.split("=", 1)
+        set_dotted(tree, key.strip(), parse_value(text.strip()))
+    return tree
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read a TOML config file, apply `--set` overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        tree = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return load_dict(apply_overrides(tree, overrides))

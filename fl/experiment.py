@@ -1,0 +1,187 @@
+"""Config → (data, model, devices, strategy) → a run on the virtual grid → a results folder."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord
+from flwr.serverapp.strategy import Strategy
+
+from fl import client
+from fl.config import ExperimentConfig
+from fl.results import write_results
+from fl.rounds import LoopResult, LoopSettings, run_rounds
+from fl.sim.devices import DeviceProfile, make_population
+from fl.sim.grid import VirtualGrid
+from fl.strategies.registry import build_strategy
+from fl.training import evaluate
+
+
+@dataclass
+class RunResult:
+    """What a run produced: rows of the round table, the final model, where it was written."""
+
+    config: ExperimentConfig
+    rows: list[dict[str, Any]]
+    arrays: ArrayRecord
+    grid: VirtualGrid
+    stop_reason: str
+    wall_s: float
+    out_dir: Path | None
+
+    @property
+    def final_accuracy(self) -> float:
+        """Central test accuracy after the last evaluated round (nan if never evaluated)."""
+        for row in reversed(self.rows):
+            if "central_accuracy" in row:
+                return float(row["central_accuracy"])
+        return float("nan")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python `random` (Flower samples nodes with it), numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def train_config_record(cfg: ExperimentConfig) -> ConfigRecord:
+    """The [train] section as the config every train message carries."""
+    t = cfg.train
+    return ConfigRecord(
+        {
+            "lr": t.lr,
+            "local-epochs": t.epochs,
+            "local-steps": t.steps,
+            "batch-size": t.batch_size,
+            "momentum": t.momentum,
+            "weight-decay": t.weight_decay,
+        }
+    )
+
+
+def central_evaluator(ws: client.Workspace) -> Callable[[int, ArrayRecord], dict[str, float]]:
+    """Server-side evaluation of the global model on the held-out test set."""
+    model = client._model(ws.config.model, ws.data, ws.config.seed)
+    x, y = ws.data.test.take(np.arange(len(ws.data.test)))
+
+    def fn(_round: int, arrays: ArrayRecord) -> dict[str, float]:
+        model.load_state_dict(arrays.to_torch_state_dict())
+        loss, acc = evaluate(model, x, y)
+        return {"loss": loss, "accuracy": acc}
+
+    return fn
+
+
+def build_grid(cfg: ExperimentConfig, devices: list[DeviceProfile] | None = None) -> VirtualGrid:
+    """The virtual grid for `cfg`: its device population running the project's ClientApp."""
+    devices = (
+        devices if devices is not None else make_population(cfg.devices, cfg.num_nodes, cfg.seed)
+    )
+    return VirtualGrid(
+        client.app,
+        devices,
+        run_config=cfg.to_run_config(),
+        seed=cfg.seed,
+        evaluation_cost=not cfg.evaluation.free,
+    )
+
+
+def build_experiment_strategy(cfg: ExperimentConfig) -> Strategy:
+    """The strategy the config names, selecting `clients_per_round` nodes per round."""
+    s = cfg.strategy
+    return build_strategy(
+        s.name,
+        s.options,
+        num_nodes=cfg.num_nodes,
+        clients_per_round=s.clients_per_round,
+        federated_eval_fraction=cfg.evaluation.federated_fraction
+        if cfg.evaluation.federated
+        else 0.0,
+    )
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    out_dir: str | Path | None = None,
+    *,
+    progress: bool = False,
+    strategy: Strategy | None = None,
+) -> RunResult:
+    """Run `cfg` on the virtual grid; write the results folder if `out_dir` is given."""
+    wall0 = time.perf_counter()
+    # Tiny per-client models run far faster on one intra-op thread (a 2-thread pool
+    # spin-waits: measured 0.16 vs 10.8 ms per MLP step on a loaded 2-core machine).
+    torch.set_num_threads(cfg.torch_threads)
+    seed_everything(cfg.seed)
+    ws = client.workspace(cfg.to_run_config())
+    grid = build_grid(cfg)
+    strategy = strategy or build_experiment_strategy(cfg)
+    initial = ArrayRecord(client._model(cfg.model, ws.data, cfg.seed).state_dict())
+    settings = LoopSettings(
+        num_rounds=cfg.rounds,
+        timeout=cfg.round_timeout_s,
+        time_budget=cfg.time_budget_s,
+        eval_every=cfg.evaluation.every,
+        federated_eval=cfg.evaluation.federated,
+        server_time_factor=cfg.server_time_factor,
+        train_config=train_config_record(cfg),
+    )
+    bar = _progress(cfg, progress)
+    seed_everything(cfg.seed)  # the same RNG state whatever the set-up did
+    grid.activate()
+    result: LoopResult = run_rounds(
+        strategy,
+        grid,
+        initial,
+        settings,
+        central_eval=central_evaluator(ws) if cfg.evaluation.central else None,
+        on_round=bar,
+    )
+    if hasattr(bar, "close"):
+        bar.close()  # type: ignore[union-attr]
+    wall = time.perf_counter() - wall0
+    run = RunResult(
+        config=cfg,
+        rows=result.rows,
+        arrays=result.arrays,
+        grid=grid,
+        stop_reason=result.stop_reason,
+        wall_s=wall,
+        out_dir=Path(out_dir) if out_dir is not None else None,
+    )
+    if out_dir is not None:
+        write_results(run)
+    return run
+
+
+class _Bar:
+    """tqdm progress over rounds showing virtual time and accuracy."""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=cfg.rounds, desc=cfg.name, unit="round", leave=False)
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        if row["round"] == 0:
+            return
+        self.bar.update(1)
+        post = {"vt": f"{row['virtual_time']:.0f}s"}
+        if "central_accuracy" in row:
+            post["acc"] = f"{row['central_accuracy']:.3f}"
+        self.bar.set_postfix(post)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _progress(cfg: ExperimentConfig, enabled: bool) -> Callable[[dict[str, Any]], None] | None:
+    return _Bar(cfg) if enabled else None

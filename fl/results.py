@@ -1,0 +1,125 @@
+"""The results folder of a run: resolved config, tidy tables, final model, summary, plots.
+
+Layout (one directory per run):
+    config.toml     the resolved config (rerun it with `fl-sim run config.toml`)
+    rounds.csv      one row per round: virtual time, wall time, selected/replied/failed/dropped
+                    nodes, aggregated client metrics, central accuracy and loss
+    messages.csv    one row per message: node, type, sent/arrival time, download/compute/upload
+                    seconds, bytes, FLOPs, outcome and error text
+    summary.json    final accuracy, virtual and wall time, stop reason, time to target accuracy
+    model.pt        the final global model (a torch state_dict)
+    accuracy_vs_time.png, accuracy_vs_round.png
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from fl.rounds import first_time_reaching
+from fl.schema import to_toml
+
+if TYPE_CHECKING:
+    from fl.experiment import RunResult
+
+MESSAGE_COLUMNS = [
+    "message_id",
+    "node_id",
+    "message_type",
+    "group_id",
+    "sent_at",
+    "arrives_at",
+    "status",
+    "download_s",
+    "compute_s",
+    "upload_s",
+    "down_bytes",
+    "up_bytes",
+    "work_flops",
+    "error",
+]
+
+
+def write_csv(
+    path: Path, rows: Sequence[dict[str, Any]], columns: Iterable[str] | None = None
+) -> None:
+    """Write dict rows as CSV with the union of their keys (first-seen order)."""
+    cols: list[str] = list(columns) if columns is not None else []
+    if columns is None:
+        for row in rows:
+            cols.extend(k for k in row if k not in cols)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt(row.get(k, "")) for k in cols})
+
+
+def _fmt(value: Any) -> Any:
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
+def read_csv(path: Path) -> list[dict[str, Any]]:
+    """Read a results CSV back, converting numeric fields."""
+    with path.open() as fh:
+        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _parse(text: str) -> Any:
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    if text in ("True", "False"):
+        return text == "True"
+    return text
+
+
+def summary(run: RunResult) -> dict[str, Any]:
+    """Headline numbers of a run."""
+    cfg = run.config
+    last = run.rows[-1] if run.rows else {}
+    out: dict[str, Any] = {
+        "name": cfg.name,
+        "strategy": cfg.strategy.name,
+        "seed": cfg.seed,
+        "rounds_completed": max((int(r["round"]) for r in run.rows), default=0),
+        "final_accuracy": run.final_accuracy,
+        "virtual_time_s": float(last.get("virtual_time", 0.0)),
+        "wall_time_s": run.wall_s,
+        "client_wall_s": run.grid.client_wall_s,
+        "stop_reason": run.stop_reason,
+        "messages": len(run.grid.outcomes),
+    }
+    if cfg.evaluation.target_accuracy > 0:
+        t, r = first_time_reaching(run.rows, "central_accuracy", cfg.evaluation.target_accuracy)
+        out["target_accuracy"] = cfg.evaluation.target_accuracy
+        out["time_to_target_s"] = t if math.isfinite(t) else None
+        out["rounds_to_target"] = r if r >= 0 else None
+    return out
+
+
+def write_results(run: RunResult) -> Path:
+    """Write the run's folder (see module docstring) and return its path."""
+    from fl.plots import plot_runs
+
+    assert run.out_dir is not None
+    out = run.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.toml").write_text(to_toml(run.config.to_dict()))
+    write_csv(out / "rounds.csv", run.rows)
+    msgs = sorted(run.grid.outcomes.values(), key=lambda o: o.seq)
+    write_csv(out / "messages.csv", [vars(o) for o in msgs], MESSAGE_COLUMNS)
+    (out / "summary.json").write_text(json.dumps(summary(run), indent=2) + "\n")
+    torch.save(run.arrays.to_torch_state_dict(), out / "model.pt")
+    plot_runs([out], out)
+    return out

@@ -1,0 +1,207 @@
+"""Typed loading of nested dataclasses from plain dicts (TOML tables, `--set` overrides).
+
+One schema serves the TOML file, `fl-sim run --set`, and Flower's flat `run_config`: every
+field is declared once on a dataclass, unknown keys are errors, and a wrong type or value
+raises `ConfigError` naming the dotted key and the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar, Union
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid; the message names the key and the value."""
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert `value` to the annotated type `tp`, or raise ConfigError at `where`."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits no type")
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(
+            coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
+    if origin in (dict, Mapping) or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
+    """Build dataclass `cls` from a mapping; unknown keys and bad values are ConfigErrors."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    prefix = f"{where}." if where else ""
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        known = ", ".join(sorted(fields))
+        raise ConfigError(f"unknown key {prefix}{unknown[0]!r} (known keys: {known})")
+    kwargs = {k: coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{where or cls.__name__}: {exc}") from exc
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain nested dict/list view of a dataclass (tuples become lists), for TOML/JSON."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple | list):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, Mapping):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def parse_value(text: str) -> Any:
+    """Parse a `--set key=value` value as TOML (numbers, booleans, lists), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `a.b.c = value` in a nested dict, creating tables on the way."""
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{dotted}: {part!r} is a value, not a table")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> {'a.b': v}; lists become comma-free TOML strings (Flower run_config
+    values must be scalars)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            if value:
+                out.update(flatten(value, f"{name}."))
+            else:
+                out[name] = "{}"
+        elif isinstance(value, list):
+            out[name] = toml_value(value)
+        elif value is None:
+            out[name] = "none"
+        else:
+            out[name] = value
+    return out
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of `flatten` (list strings are parsed back)."""
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        if isinstance(value, str) and value.startswith("["):
+            value = parse_value(value)
+        elif value == "none":
+            value = None
+        elif value == "{}":
+            value = {}
+        set_dotted(tree, key, value)
+    return _drop_none(tree)
+
+
+def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: (_drop_none(v) if isinstance(v, dict) else v) for k, v in tree.items() if v is not None
+    }
+
+
+def toml_value(value: Any) -> str:
+    """One TOML value (scalars and lists) as text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value) if not isinstance(value, float) or value == value else "nan"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise ConfigError(f"cannot write {value!r} to TOML")
+
+
+def to_toml(tree: Mapping[str, Any]) -> str:
+    """Write a nested dict as TOML (tables after scalars); None values are left out."""
+    lines: list[str] = []
+
+    def emit(node: Mapping[str, Any], path: str) -> None:
+        scalars = [(k, v) for k, v in node.items() if not isinstance(v, Mapping) and v is not None]
+        tables = [(k, v) for k, v in node.items() if isinstance(v, Mapping)]
+        if path and (scalars or not tables):
+            lines.append(f"\n[{path}]")
+        for k, v in scalars:
+            lines.append(f"{k} = {toml_value(v)}")
+        for k, v in tables:
+            emit(v, f"{path}.{k}" if path else k)
+
+    emit(tree, "")
+    return "\n".join(lines).lstrip("\n") + "\n"
