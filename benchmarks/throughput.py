@@ -33,8 +33,8 @@ def machine() -> str:
     except OSError:
         pass
     return (
-        f"{cpu}; {os.cpu_count()} cores; torch {torch.__version__} ({torch.get_num_threads()} "
-        f"threads); flwr {flwr.__version__}; python {platform.python_version()}"
+        f"{cpu}; {os.cpu_count()} cores; torch {torch.__version__} (runs use torch_threads=1); "
+        f"flwr {flwr.__version__}; python {platform.python_version()}"
     )
 
 

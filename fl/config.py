@@ -50,8 +50,12 @@ class StrategyConfig:
     options: dict[str, Any] = field(default_factory=dict)  # passed to the strategy constructor
 
     def __post_init__(self) -> None:
-        _check(self.clients_per_round >= 0, "strategy.clients_per_round", self.clients_per_round,
-               "≥ 0 (0 = all online nodes)")  # fmt: skip
+        _check(
+            self.clients_per_round >= 0,
+            "strategy.clients_per_round",
+            self.clients_per_round,
+            "≥ 0 (0 = all online nodes)",
+        )
 
 
 @dataclass(frozen=True)
@@ -67,10 +71,18 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _check(self.every >= 1, "evaluation.every", self.every, "≥ 1")
-        _check(0 < self.federated_fraction <= 1, "evaluation.federated_fraction",
-               self.federated_fraction, "in (0, 1]")  # fmt: skip
-        _check(0 <= self.target_accuracy <= 1, "evaluation.target_accuracy",
-               self.target_accuracy, "in [0, 1]")  # fmt: skip
+        _check(
+            0 < self.federated_fraction <= 1,
+            "evaluation.federated_fraction",
+            self.federated_fraction,
+            "in (0, 1]",
+        )
+        _check(
+            0 <= self.target_accuracy <= 1,
+            "evaluation.target_accuracy",
+            self.target_accuracy,
+            "in [0, 1]",
+        )
 
 
 @dataclass(frozen=True)
@@ -101,17 +113,34 @@ class ExperimentConfig:
         _check(self.server_time_factor >= 0, "server_time_factor", self.server_time_factor, "≥ 0")
         _check(self.seed >= 0, "seed", self.seed, "≥ 0")
         _check(self.torch_threads >= 1, "torch_threads", self.torch_threads, "≥ 1")
-        _check(self.data.name in DATASETS or self.data.name.startswith("hf:"), "data.name",
-               self.data.name, f"one of {', '.join(DATASETS)} or hf:<dataset>")  # fmt: skip
-        _check(self.data.partition in PARTITIONS, "data.partition", self.data.partition,
-               f"one of {', '.join(PARTITIONS)}")  # fmt: skip
+        _check(
+            self.data.name in DATASETS or self.data.name.startswith("hf:"),
+            "data.name",
+            self.data.name,
+            f"one of {', '.join(DATASETS)} or hf:<dataset>",
+        )
+        _check(
+            self.data.partition in PARTITIONS,
+            "data.partition",
+            self.data.partition,
+            f"one of {', '.join(PARTITIONS)}",
+        )
         _check(self.data.alpha > 0, "data.alpha", self.data.alpha, "> 0")
-        _check(self.model.name in MODELS, "model.name", self.model.name,
-               f"one of {', '.join(MODELS)}")  # fmt: skip
-        _check(self.devices.kind in POPULATIONS, "devices.kind", self.devices.kind,
-               f"one of {', '.join(POPULATIONS)}")  # fmt: skip
-        _check(self.strategy.clients_per_round <= self.num_nodes, "strategy.clients_per_round",
-               self.strategy.clients_per_round, f"≤ num_nodes ({self.num_nodes})")  # fmt: skip
+        _check(
+            self.model.name in MODELS, "model.name", self.model.name, f"one of {', '.join(MODELS)}"
+        )
+        _check(
+            self.devices.kind in POPULATIONS,
+            "devices.kind",
+            self.devices.kind,
+            f"one of {', '.join(POPULATIONS)}",
+        )
+        _check(
+            self.strategy.clients_per_round <= self.num_nodes,
+            "strategy.clients_per_round",
+            self.strategy.clients_per_round,
+            f"≤ num_nodes ({self.num_nodes})",
+        )
         from fl.strategies.registry import check_strategy
 
         check_strategy(self.strategy.name, self.strategy.options)

@@ -58,6 +58,7 @@ def test_fedavg_on_digits_reaches_090_within_20_rounds_and_is_deterministic(tmp_
     cfg = digits_config()
     a = run_experiment(cfg, tmp_path / "a")
     b = run_experiment(cfg, tmp_path / "b")
+    assert b.final_accuracy == a.final_accuracy
     accs = [r["central_accuracy"] for r in a.rows]
     assert max(accs) >= 0.90, accs
     assert a.final_accuracy >= 0.90
@@ -78,8 +79,15 @@ def test_fedavg_on_digits_reaches_090_within_20_rounds_and_is_deterministic(tmp_
 def test_results_folder_contents_and_config_round_trip(tmp_path: Path) -> None:
     cfg = digits_config(rounds=3)
     run_experiment(cfg, tmp_path)
-    for name in ("config.toml", "rounds.csv", "messages.csv", "summary.json", "model.pt",
-                 "accuracy_vs_time.png", "accuracy_vs_round.png"):  # fmt: skip
+    for name in (
+        "config.toml",
+        "rounds.csv",
+        "messages.csv",
+        "summary.json",
+        "model.pt",
+        "accuracy_vs_time.png",
+        "accuracy_vs_round.png",
+    ):
         assert (tmp_path / name).is_file(), name
     assert load_config(tmp_path / "config.toml") == cfg
     rows = read_csv(tmp_path / "rounds.csv")
@@ -220,7 +228,7 @@ def test_cli_run_set_and_plot(tmp_path: Path) -> None:
             "--out",
             str(out),
             "--quiet",
-        ],  # fmt: skip
+        ],
     )
     assert res.exit_code == 0, res.output
     cfg = load_config(out / "config.toml")
@@ -243,7 +251,7 @@ def test_availability_waits_in_virtual_time_and_never_picks_offline_nodes() -> N
             "availability": "onoff",
             "mean_online_s": 30.0,
             "mean_offline_s": 30.0,
-        },  # fmt: skip
+        },
         strategy={"name": "fedavg", "clients_per_round": 5},
     )
     result = run_experiment(cfg)
