@@ -123,7 +123,7 @@ def train(msg: Message, context: Context) -> Message:
     x_tr, y_tr, _, _ = ws.data.node(pid)
     arrays = next(iter(msg.content.array_records.values()))
     ws.model.load_state_dict(arrays.to_torch_state_dict(), strict=True)
-    server_round = int((request or {}).get("server-round", 0))  # type: ignore[arg-type]
+    server_round = int(request["server-round"]) if request and "server-round" in request else 0  # type: ignore[arg-type]
     seed = derive_seed(ws.config.seed, pid, server_round, _next_call(context))
     stats = train_local(ws.model, x_tr, y_tr, hp, seed)
     metrics = MetricRecord(

@@ -87,8 +87,9 @@ def train_local(
         opt.step()
         examples += len(idx)
         steps += 1
-    return TrainStats(loss=loss_sum / examples if examples else math.nan, examples=examples,
-                      steps=steps)  # fmt: skip
+    return TrainStats(
+        loss=loss_sum / examples if examples else math.nan, examples=examples, steps=steps
+    )
 
 
 @torch.no_grad()

@@ -302,7 +302,7 @@ class VirtualGrid(Grid):
         is_eval = msg.metadata.message_type.startswith("evaluate")
         if reply.has_error():
             work = 0.0
-            outcome.error = reply.error.reason
+            outcome.error = reply.error.reason or ""
         else:
             work = reported_work(reply, self.fallback_flops_per_example)
         lat = device.latency(down, up, work, rng)

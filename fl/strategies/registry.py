@@ -48,7 +48,7 @@ _MANAGED = {"fraction_train", "min_train_nodes", "min_available_nodes"}
 
 def _parameters(name: str) -> dict[str, inspect.Parameter]:
     factory = STRATEGIES[name]
-    target = factory.__init__ if isinstance(factory, type) else factory
+    target: Callable[..., object] = factory
     return {
         p.name: p
         for p in inspect.signature(target).parameters.values()
