@@ -141,9 +141,17 @@ class ExperimentConfig:
             self.strategy.clients_per_round,
             f"≤ num_nodes ({self.num_nodes})",
         )
-        from fl.strategies.registry import check_strategy
+        from fl.strategies.registry import build_strategy
 
-        check_strategy(self.strategy.name, self.strategy.options)
+        # Constructing a strategy is cheap: doing it here makes every option error a load error.
+        build_strategy(
+            self.strategy.name,
+            self.strategy.options,
+            num_nodes=self.num_nodes,
+            clients_per_round=self.strategy.clients_per_round,
+            num_rounds=self.rounds,
+            seed=self.seed,
+        )
 
     # ------------------------------------------------------------- conversion
     def to_dict(self) -> dict[str, Any]:

@@ -106,6 +106,8 @@ def build_experiment_strategy(cfg: ExperimentConfig) -> Strategy:
         federated_eval_fraction=cfg.evaluation.federated_fraction
         if cfg.evaluation.federated
         else 0.0,
+        num_rounds=cfg.rounds,
+        seed=cfg.seed,
     )
 
 
@@ -170,19 +172,8 @@ def run_experiment(
     return run
 
 
-class _DropExpectedWarnings(logging.Filter):
-    """Hide Flower's warning that federated evaluation is off: here that is the default
-    (the server evaluates centrally), not a mistake."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "fraction_evaluate is set to 0.0" not in str(record.msg)
-
-
 def _quiet_flower_logs() -> None:
-    logger = logging.getLogger("flwr")
-    logger.setLevel(logging.WARNING)
-    if not any(isinstance(f, _DropExpectedWarnings) for f in logger.filters):
-        logger.addFilter(_DropExpectedWarnings())
+    logging.getLogger("flwr").setLevel(logging.WARNING)
 
 
 class _Bar:

@@ -100,6 +100,9 @@ def summary(run: RunResult) -> dict[str, Any]:
         "stop_reason": run.stop_reason,
         "messages": len(run.grid.outcomes),
     }
+    if "profiling_time" in last:
+        out["profiling_time_s"] = float(last["profiling_time"])
+        out["training_time_s"] = out["virtual_time_s"] - out["profiling_time_s"]
     if cfg.evaluation.target_accuracy > 0:
         t, r = first_time_reaching(run.rows, "central_accuracy", cfg.evaluation.target_accuracy)
         out["target_accuracy"] = cfg.evaluation.target_accuracy

@@ -102,10 +102,10 @@ def run_rounds(
         if wait is not None and not wait(_needed_nodes(strategy)):
             stop_reason = f"fewer than {_needed_nodes(strategy)} nodes will ever be online"
             break
-        started = clock()
         messages: list[Message] = list(
             strategy.configure_train(rnd, arrays, settings.train_config, grid)
         )
+        started = clock()  # after configure: a strategy's own set-up (profiling) is not the round
         selected = [m.metadata.dst_node_id for m in messages]
         replies = list(grid.send_and_receive(messages, timeout=settings.timeout))
         train_end = clock()
@@ -127,7 +127,7 @@ def run_rounds(
         }
         row.update(_exchange_columns(grid, replies, selected))
         row.update(_metrics(agg_metrics, "train_"))
-        if settings.federated_eval:
+        if settings.federated_eval or getattr(strategy, "requires_evaluation", False):
             ev = list(strategy.configure_evaluate(rnd, arrays, settings.evaluate_config, grid))
             ev_replies = list(grid.send_and_receive(ev, timeout=settings.timeout))
             row.update(_metrics(strategy.aggregate_evaluate(rnd, ev_replies), "fed_"))
@@ -135,6 +135,7 @@ def run_rounds(
             rnd % settings.eval_every == 0 or rnd == settings.num_rounds
         ):
             row.update(_prefixed(central_eval(rnd, arrays), "central_"))
+        row.update(getattr(strategy, "last_round_info", {}))
         row["virtual_time"] = clock()
         row["wall_time"] = time.perf_counter() - wall0
         rows.append(row)

@@ -239,3 +239,15 @@ def test_jitter_is_seeded_per_node_and_independent_of_order() -> None:
     assert a == arrivals([3, 2, 1, 0], seed=5)
     assert a != arrivals([0, 1, 2, 3], seed=6)
     assert len(set(a.values())) == 4
+
+
+def test_reply_after_ttl_is_discarded_as_expired() -> None:
+    devices = [DeviceProfile(flops_per_s=1e6, down_bps=1e9, up_bps=1e9)]  # 10 examples: 10 s
+    grid = VirtualGrid(make_app(), devices, seed=0)
+    ids = grid.push_messages(
+        [Message(RecordDict({"arrays": initial()}), grid.node_id(0), "train", ttl=4.0)]
+    )
+    (reply,) = grid.pull_messages(ids)
+    assert reply.has_error() and "TTL" in reply.error.reason
+    assert grid.now == pytest.approx(4.0)
+    assert grid.outcomes[ids[0]].status == EXPIRED

@@ -40,6 +40,7 @@ from fl.sim.outcomes import (
     LOST_FAILED,
     LOST_OFFLINE,
     LOST_STATUSES,
+    LOST_TTL,
     PENDING,
     REPLIED,
     Exchange,
@@ -324,6 +325,10 @@ class VirtualGrid(Grid):
         if failed:
             self._lose(msg, outcome, LOST_FAILED, "device failed during the task")
             return msg_id
+        if finish > sent_at + float(msg.metadata.ttl):
+            # As on a SuperLink: a reply arriving after its instruction's TTL is discarded.
+            self._lose(msg, outcome, LOST_TTL, "reply would arrive after the message TTL")
+            return msg_id
 
         reply.metadata.__dict__["_message_id"] = self._new_id("r")
         reply.metadata.created_at = finish
@@ -409,7 +414,7 @@ class VirtualGrid(Grid):
             outcome.status = CLIENT_ERROR if reply.has_error() else REPLIED
         elif outcome.status in LOST_STATUSES:
             outcome.error = f"{outcome.status}: {outcome.error}"
-            outcome.status = EXPIRED if outcome.status == LOST_OFFLINE else LOST_FAILED
+            outcome.status = EXPIRED if outcome.status != LOST_FAILED else LOST_FAILED
         return reply
 
     def drop(self, message_ids: Iterable[str]) -> None:

@@ -15,9 +15,10 @@ REPLIED = "replied"  # a reply with content was delivered
 CLIENT_ERROR = "client-error"  # the ClientApp raised; an error reply was delivered
 LOST_OFFLINE = "lost-offline"  # device was offline at dispatch or went offline before replying
 LOST_FAILED = "lost-failed"  # device failed mid-task (failure_prob); no reply
+LOST_TTL = "lost-ttl"  # the reply would arrive after the instruction's TTL ran out
 DEADLINE = "deadline"  # reply would have arrived after the server's deadline
 EXPIRED = "expired"  # lost reply surfaced as an expired-TTL error
-LOST_STATUSES = (LOST_OFFLINE, LOST_FAILED)
+LOST_STATUSES = (LOST_OFFLINE, LOST_FAILED, LOST_TTL)
 
 
 @dataclass

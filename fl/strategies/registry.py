@@ -8,6 +8,7 @@ signature at load time, so a misspelt option is an error, not silently ignored.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ from flwr.serverapp.strategy import (
 )
 
 from fl.schema import ConfigError
+from fl.strategies.tifl import TiFL
 
 STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "fedavg": FedAvg,
@@ -40,7 +42,22 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "fedadam": FedAdam,
     "fedyogi": FedYogi,
     "fedadagrad": FedAdagrad,
+    "tifl": TiFL,
 }
+
+# Filled in by build_strategy from the experiment, unless given as options.
+_INJECTED = ("clients_per_round", "num_rounds", "seed")
+
+
+class _DropExpectedWarnings(logging.Filter):
+    """Hide Flower's warning that federated evaluation is off: here that is the default (the
+    server evaluates centrally, and configs build strategies to validate them), not a mistake."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "fraction_evaluate is set to 0.0" not in str(record.msg)
+
+
+logging.getLogger("flwr").addFilter(_DropExpectedWarnings())
 
 # Set from `clients_per_round` and the evaluation section, not by hand.
 _MANAGED = {"fraction_train", "min_train_nodes", "min_available_nodes"}
@@ -49,11 +66,19 @@ _MANAGED = {"fraction_train", "min_train_nodes", "min_available_nodes"}
 def _parameters(name: str) -> dict[str, inspect.Parameter]:
     factory = STRATEGIES[name]
     target: Callable[..., object] = factory
-    return {
+    params = dict(inspect.signature(target).parameters)
+    out = {
         p.name: p
-        for p in inspect.signature(target).parameters.values()
+        for p in params.values()
         if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     }
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()) and issubclass(factory, FedAvg):  # type: ignore[arg-type]
+        out.update({k: v for k, v in _parameters("fedavg").items() if k not in out})
+    if "aggregator" in out:
+        out["aggregator_options"] = inspect.Parameter(
+            "aggregator_options", inspect.Parameter.KEYWORD_ONLY
+        )
+    return out
 
 
 def check_strategy(name: str, options: Mapping[str, Any]) -> None:
@@ -63,6 +88,14 @@ def check_strategy(name: str, options: Mapping[str, Any]) -> None:
             f"strategy.name = {name!r} is unknown; known strategies: {', '.join(STRATEGIES)}"
         )
     params = _parameters(name)
+    if "aggregator" in options:
+        agg = options["aggregator"]
+        if not isinstance(agg, str) or agg not in STRATEGIES or agg == name:
+            raise ConfigError(
+                f"strategy.options.aggregator = {agg!r} is invalid: must name another strategy "
+                f"({', '.join(k for k in STRATEGIES if k != name)})"
+            )
+        check_strategy(agg, options.get("aggregator_options", {}))
     for key in options:
         if key not in params:
             raise ConfigError(
@@ -83,8 +116,14 @@ def build_strategy(
     num_nodes: int,
     clients_per_round: int = 0,
     federated_eval_fraction: float = 0.0,
+    num_rounds: int | None = None,
+    seed: int = 0,
 ) -> Strategy:
     """Construct strategy `name` selecting exactly `clients_per_round` nodes (0 = all online).
+
+    Strategies that take `clients_per_round`, `num_rounds` or `seed` get the experiment's
+    values unless the options set them. `aggregator = "<name>"` (with `aggregator_options`)
+    plugs another strategy's aggregation into strategies that accept one (TiFL).
 
     Flower samples `max(int(online × fraction_train), min_train_nodes)` nodes; with
     fraction_train = k/N and min_train_nodes = k this is exactly k whenever all N are online.
@@ -92,6 +131,19 @@ def build_strategy(
     check_strategy(name, options)
     params = _parameters(name)
     kwargs = dict(options)
+    if "aggregator" in kwargs:
+        agg_name = kwargs.pop("aggregator")
+        kwargs["aggregator"] = build_strategy(
+            agg_name, kwargs.pop("aggregator_options", {}), num_nodes=num_nodes
+        )
+    injected = {
+        "clients_per_round": clients_per_round or num_nodes,
+        "num_rounds": num_rounds,
+        "seed": seed,
+    }
+    for key in _INJECTED:
+        if key in params and key not in kwargs and injected[key] is not None:
+            kwargs[key] = injected[key]
     k = clients_per_round or num_nodes
     kwargs["fraction_train"] = k / num_nodes
     kwargs["min_train_nodes"] = k if clients_per_round else 1

@@ -1,0 +1,319 @@
+"""TiFL: tier-based client selection (Chai et al., HPDC 2020) as a Flower message-API strategy.
+
+The server profiles every available node's response latency, groups the nodes into tiers of
+similar latency, and each round selects all of its clients from one tier, so a round waits
+only for nodes of similar speed. Policies: `vanilla` (no tiers: uniform over all nodes, the
+FedAvg baseline), static tier probabilities (`uniform`, `fast`, `slow`, `random` or an explicit
+vector), and `adaptive`, the credit-based policy that favours tiers whose accuracy lags.
+
+Choices where the paper's text could not be checked (research notes §1.10), all options:
+- Profiling happens inside the first `configure_train`: `profiling_rounds` rounds in which every
+  available node trains on the current model with deadline `t_max`; a node that misses it is
+  charged `t_max`, and one that never answers is a dropout (never selected). Profiling updates
+  are discarded (the model is unchanged), so policies are compared on equal training rounds;
+  its duration is reported separately (`profiling_time`).
+- Latency = reply `created_at` − instruction `created_at` (message metadata only).
+- Tiering: equal-count split by default (`tiering="histogram"` for equal-width bins).
+  `reprofile_every=N` re-tiers every N rounds from the mean of all latencies observed so far,
+  training rounds included (a selected node that misses the round is charged `t_max`).
+- Adaptive: tier accuracy is the weighted `eval_acc` of federated evaluation on each tier's own
+  nodes (their local test splits), every round. Every `interval` rounds, if the accuracy of the
+  tier chosen last did not improve over the interval (`require_no_improvement`), the
+  probabilities are recomputed: eligible tiers ranked by accuracy, lowest first, rank i gets
+  (n−i)/D with D = n(n−1)/2 (`rank_formula="paper"`) or n(n+1)/2 (`"fltk"`). Credits: `equal`
+  (ceil(R/m) each), `credit_fractions` (a share of R per tier, fastest first), or
+  `credit_skew` (Dirichlet-skewed, FLGo's formula). A tier out of credits is never chosen.
+- A tier with fewer online nodes than `clients_per_round` contributes all of them; a tier with
+  none is skipped for that draw.
+- Aggregation: FedAvg, or any Flower strategy's `aggregate_train` given as `aggregator`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg, Strategy
+
+from fl.profiling.latency import LatencyProfile, reply_latencies
+from fl.strategies.tiers import (
+    RANK_FORMULAS,
+    STATIC_POLICIES,
+    TIERINGS,
+    change_probs,
+    credits_from_fractions,
+    dirichlet_credits,
+    equal_credits,
+    restrict,
+    split_tiers,
+    static_probabilities,
+)
+
+POLICIES = ("vanilla", *STATIC_POLICIES, "adaptive")
+
+
+class TiFL(FedAvg):
+    """Tier-based client selection with FedAvg (or a plugged-in) aggregation.
+
+    Parameters (beyond FedAvg's)
+    ----------------------------
+    policy: "vanilla" | "uniform" | "fast" | "slow" | "random" | "adaptive" | "static"
+        ("static" requires `probabilities`).
+    clients_per_round: nodes selected per round (from one tier, or from all for vanilla).
+    num_tiers: m. profiling_rounds, t_max: profiling rounds and their deadline (seconds of the
+        grid's clock). tiering: "quantile" | "histogram". reprofile_every: 0 = never.
+    probabilities: explicit tier probability vector (fastest tier first).
+    num_rounds: R, for credits. credit_fractions / credit_skew: skewed credits (adaptive).
+    interval: I, rounds between probability updates. rank_formula: "paper" | "fltk".
+    require_no_improvement: update only if the last tier's accuracy did not improve.
+    accuracy_key: the evaluate-reply metric used as tier accuracy.
+    aggregator: a Flower strategy whose `aggregate_train` aggregates (default: FedAvg's).
+    seed: seeds tier draws and node sampling.
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: str = "adaptive",
+        clients_per_round: int = 5,
+        num_tiers: int = 5,
+        profiling_rounds: int = 3,
+        t_max: float = 60.0,
+        tiering: str = "quantile",
+        reprofile_every: int = 0,
+        probabilities: Sequence[float] | None = None,
+        num_rounds: int | None = None,
+        credit_fractions: Sequence[float] | None = None,
+        credit_skew: float | None = None,
+        interval: int = 10,
+        rank_formula: str = "paper",
+        require_no_improvement: bool = True,
+        accuracy_key: str = "eval_acc",
+        aggregator: Strategy | None = None,
+        seed: int = 0,
+        **fedavg_kwargs: Any,
+    ) -> None:
+        fedavg_kwargs.setdefault("min_available_nodes", clients_per_round)
+        fedavg_kwargs.setdefault("min_train_nodes", clients_per_round)
+        super().__init__(**fedavg_kwargs)
+        _check(
+            policy in (*POLICIES, "static"),
+            "policy",
+            policy,
+            f"one of {', '.join(POLICIES)}, static",
+        )
+        _check(clients_per_round >= 1, "clients_per_round", clients_per_round, "≥ 1")
+        _check(num_tiers >= 1, "num_tiers", num_tiers, "≥ 1")
+        _check(profiling_rounds >= 1, "profiling_rounds", profiling_rounds, "≥ 1")
+        _check(t_max > 0 and math.isfinite(t_max), "t_max", t_max, "a positive number")
+        _check(tiering in TIERINGS, "tiering", tiering, f"one of {', '.join(TIERINGS)}")
+        _check(reprofile_every >= 0, "reprofile_every", reprofile_every, "≥ 0")
+        _check(interval >= 1, "interval", interval, "≥ 1")
+        _check(
+            rank_formula in RANK_FORMULAS, "rank_formula", rank_formula, f"one of {RANK_FORMULAS}"
+        )
+        _check(policy != "static" or probabilities is not None, "probabilities", probabilities,
+               "given for policy 'static'")  # fmt: skip
+        _check(policy != "adaptive" or num_rounds is not None or credit_fractions is None,
+               "num_rounds", num_rounds, "given to turn credit_fractions into credits")  # fmt: skip
+        self.policy = policy
+        self.clients_per_round = clients_per_round
+        self.num_tiers = num_tiers
+        self.profiling_rounds = profiling_rounds
+        self.t_max = float(t_max)
+        self.tiering = tiering
+        self.reprofile_every = reprofile_every
+        self.interval = interval
+        self.rank_formula = rank_formula
+        self.require_no_improvement = require_no_improvement
+        self.accuracy_key = accuracy_key
+        self.aggregator = aggregator
+        self.rng = np.random.default_rng(seed)
+        # State.
+        self.profile = LatencyProfile(self.t_max)
+        self.tiers: list[list[int]] = []
+        self.profiled = False
+        self.profiling_time = 0.0
+        self.probs = (
+            static_probabilities(policy, num_tiers, probabilities)
+            if policy in (*STATIC_POLICIES, "static")
+            else np.full(num_tiers, 1.0 / num_tiers)
+        )
+        self.credits = self._initial_credits(num_rounds, credit_fractions, credit_skew)
+        self.accuracy = np.zeros(num_tiers)
+        self.accuracy_prev = np.zeros(num_tiers)
+        self.current_tier: int | None = None
+        self.last_round_info: dict[str, Any] = {}
+        self._sent: list[Message] = []
+
+    # ----------------------------------------------------------------- set-up
+    @property
+    def requires_evaluation(self) -> bool:
+        """Adaptive TiFL needs federated evaluation every round (per-tier accuracy)."""
+        return self.policy == "adaptive"
+
+    def _initial_credits(
+        self, num_rounds: int | None, fractions: Sequence[float] | None, skew: float | None
+    ) -> np.ndarray:
+        m = self.num_tiers
+        if self.policy != "adaptive":
+            return np.full(m, np.inf)
+        if fractions is not None:
+            if len(fractions) != m:
+                raise ValueError(
+                    f"credit_fractions = {list(fractions)!r} is invalid: need {m} values"
+                )
+            assert num_rounds is not None
+            return np.asarray(credits_from_fractions(fractions, num_rounds), dtype=float)
+        if num_rounds is None:
+            return np.full(m, np.inf)  # unlimited: the policy only reorders tiers
+        if skew is not None:
+            return np.asarray(dirichlet_credits(num_rounds, m, skew, self.rng), dtype=float)
+        return np.asarray(equal_credits(num_rounds, m), dtype=float)
+
+    def summary(self) -> None:
+        """Log the configuration (Flower calls this from `start`)."""
+        super().summary()
+
+    # -------------------------------------------------------------- profiling
+    def _profile(self, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> None:
+        """Profile every available node's latency, then tier them (timestamps only)."""
+        for r in range(self.profiling_rounds):
+            nodes = sorted(grid.get_node_ids())
+            cfg = ConfigRecord(dict(config))
+            cfg["server-round"] = 0
+            cfg["profiling-round"] = r + 1
+            record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: cfg})
+            msgs = list(self._construct_messages(record, nodes, MessageType.TRAIN))
+            replies = list(grid.send_and_receive(msgs, timeout=self.t_max))
+            lat = reply_latencies(msgs, replies)
+            self.profile.record_round(nodes, lat)
+            if msgs:
+                start = min(float(m.metadata.created_at) for m in msgs)
+                end = max([start + v for v in lat.values()] + [start])
+                self.profiling_time += self.t_max if len(lat) < len(nodes) else end - start
+        self._retier()
+        self.profiled = True
+
+    def _retier(self) -> None:
+        self.tiers = split_tiers(self.profile.means(), self.num_tiers, self.tiering)
+
+    def node_tier(self) -> dict[int, int]:
+        """Map node id → tier index (dropouts and unprofiled nodes are absent)."""
+        return {n: t for t, members in enumerate(self.tiers) for n in members}
+
+    # --------------------------------------------------------------- training
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Select this round's nodes (one tier, or all for vanilla) and build their tasks."""
+        online = set(grid.get_node_ids())
+        if self.policy == "vanilla":
+            tier: int | None = None
+            pool = sorted(online)
+        else:
+            if not self.profiled:
+                self._profile(arrays, config, grid)
+                online = set(grid.get_node_ids())
+            elif (
+                self.reprofile_every
+                and server_round > 1
+                and (server_round - 1) % self.reprofile_every == 0
+            ):
+                self._retier()
+            if self.policy == "adaptive":
+                self._maybe_update_probs(server_round)
+            tier = self._draw_tier(online)
+            pool = sorted(n for n in self.tiers[tier] if n in online) if tier is not None else []
+        k = min(self.clients_per_round, len(pool))
+        chosen = sorted(int(n) for n in self.rng.choice(pool, size=k, replace=False)) if k else []
+        if tier is not None:
+            self.credits[tier] -= 1
+            self.current_tier = tier
+        self.last_round_info = {
+            "tier": -1 if tier is None else tier,
+            "tier_probs": " ".join(f"{p:.4f}" for p in self.probs),
+            "credits_left": " ".join("inf" if math.isinf(c) else str(int(c)) for c in self.credits),
+            "profiling_time": self.profiling_time,
+        }
+        config["server-round"] = server_round
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        self._sent = list(self._construct_messages(record, chosen, MessageType.TRAIN))
+        return self._sent
+
+    def _draw_tier(self, online: set[int]) -> int | None:
+        has_nodes = [any(n in online for n in members) for members in self.tiers]
+        allowed = [h and c > 0 for h, c in zip(has_nodes, self.credits, strict=True)]
+        q = restrict(self.probs, allowed)
+        if q is None:
+            return None
+        return int(self.rng.choice(self.num_tiers, p=q))
+
+    def _maybe_update_probs(self, server_round: int) -> None:
+        done = server_round - 1  # completed training rounds
+        if done < self.interval or done % self.interval != 0 or self.current_tier is None:
+            return
+        cur = self.current_tier
+        if not self.require_no_improvement or self.accuracy[cur] <= self.accuracy_prev[cur]:
+            self.probs = change_probs(self.accuracy, self.credits, self.rank_formula)
+        self.accuracy_prev = self.accuracy.copy()
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Fold observed latencies into the profile, then aggregate."""
+        replies = list(replies)
+        if self.reprofile_every:
+            lat = reply_latencies(self._sent, replies)
+            self.profile.record_round([m.metadata.dst_node_id for m in self._sent], lat)
+        if self.aggregator is not None:
+            return self.aggregator.aggregate_train(server_round, replies)
+        return super().aggregate_train(server_round, replies)
+
+    # ------------------------------------------------------------- evaluation
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Adaptive: evaluate on every online tiered node (per-tier accuracy); else FedAvg's."""
+        if self.policy != "adaptive":
+            return super().configure_evaluate(server_round, arrays, config, grid)
+        online = set(grid.get_node_ids())
+        nodes = sorted(n for n in self.node_tier() if n in online)
+        config["server-round"] = server_round
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return self._construct_messages(record, nodes, MessageType.EVALUATE)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Per-tier accuracy (weighted by examples) from the tier's own nodes."""
+        replies = list(replies)
+        if self.policy == "adaptive":
+            tier_of = self.node_tier()
+            correct = np.zeros(self.num_tiers)
+            count = np.zeros(self.num_tiers)
+            for rep in replies:
+                if rep.has_error():
+                    continue
+                t = tier_of.get(int(rep.metadata.src_node_id))
+                metrics = next(iter(rep.content.metric_records.values()), None)
+                if t is None or metrics is None or self.accuracy_key not in metrics:
+                    continue
+                n = float(metrics.get(self.weighted_by_key, 1))  # type: ignore[arg-type]
+                acc = float(metrics[self.accuracy_key])  # type: ignore[arg-type]
+                if math.isfinite(acc) and n > 0:
+                    correct[t] += acc * n
+                    count[t] += n
+            seen = count > 0
+            self.accuracy[seen] = correct[seen] / count[seen]
+            self.last_round_info["tier_accuracy"] = " ".join(f"{a:.4f}" for a in self.accuracy)
+        return super().aggregate_evaluate(server_round, replies)
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"TiFL {key} = {value!r} is invalid: must be {allowed}")
