@@ -109,7 +109,9 @@ def static_probabilities(
 
 
 def change_probs(
-    accuracy: Sequence[float], credits: Sequence[float], formula: str = "paper"
+    accuracy: Sequence[float] | np.ndarray,
+    credits: Sequence[float] | np.ndarray,
+    formula: str = "paper",
 ) -> np.ndarray:
     """TiFL's ChangeProbs: rank the tiers that still have credits by accuracy, lowest first,
     and give rank i (1-based) probability (n − i)/D; tiers without credits get 0.
