@@ -227,3 +227,23 @@ def test_tifl_with_plugged_in_aggregator_and_config_errors() -> None:
         tifl_config("uniform", aggregator="nope")
     with pytest.raises(ConfigError, match="policy"):
         tifl_config("fastest")
+
+
+@pytest.mark.slow
+def test_quick_experiment_meets_the_papers_targets(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """simulations/tifl --quick on IID and non-IID MNIST: the time ratios and accuracy gaps."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "simulations" / "tifl" / "run.py"
+    spec = importlib.util.spec_from_file_location("tifl_run", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = module.main(
+        ["--quick", "--workers", "1", "--settings", "iid", "noniid", "--out", str(tmp_path)]
+    )
+    assert len(results) == 7
+    failed = [(claim, nums) for claim, ok, nums in results if not ok]
+    assert not failed, failed
+    assert (tmp_path / "iid" / "accuracy_vs_time.png").is_file()
