@@ -247,3 +247,18 @@ def test_quick_experiment_meets_the_papers_targets(tmp_path) -> None:  # type: i
     failed = [(claim, nums) for claim, ok, nums in results if not ok]
     assert not failed, failed
     assert (tmp_path / "iid" / "accuracy_vs_time.png").is_file()
+
+
+def test_reprofiling_folds_in_training_latencies() -> None:
+    from fl.experiment import build_experiment_strategy
+
+    cfg = tifl_config("uniform", rounds=6, reprofile_every=2)
+    strategy = build_experiment_strategy(cfg)
+    assert isinstance(strategy, TiFL)
+    result = run_experiment(cfg, strategy=strategy)
+    trained = {int(n) for r in result.rows[1:] for n in r["selected"].split()}
+    assert all(strategy.profile.count[n] > 3 for n in trained)  # 3 profiling + training rounds
+    untouched = set(strategy.profile.count) - trained
+    assert all(strategy.profile.count[n] == 3 for n in untouched)
+    groups = {o.group_id for o in result.grid.outcomes.values()}
+    assert {"profiling-1", "profiling-2", "profiling-3"} <= groups

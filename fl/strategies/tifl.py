@@ -188,7 +188,9 @@ class TiFL(FedAvg):
             cfg["server-round"] = 0
             cfg["profiling-round"] = r + 1
             record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: cfg})
-            msgs = list(self._construct_messages(record, nodes, MessageType.TRAIN))
+            msgs = [
+                Message(record, n, MessageType.TRAIN, group_id=f"profiling-{r + 1}") for n in nodes
+            ]
             replies = list(grid.send_and_receive(msgs, timeout=self.t_max))
             lat = reply_latencies(msgs, replies)
             self.profile.record_round(nodes, lat)
