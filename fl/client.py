@@ -30,6 +30,7 @@ from fl.models import (
     forward_flops_per_example,
     train_flops_per_example,
 )
+from fl.sim.attacks import corrupt_data, data_attack_from_config
 from fl.training import LocalTraining, derive_seed, evaluate, train_local
 
 app = ClientApp()
@@ -125,6 +126,9 @@ def train(msg: Message, context: Context) -> Message:
     ws.model.load_state_dict(arrays.to_torch_state_dict(), strict=True)
     server_round = int(request["server-round"]) if request and "server-round" in request else 0  # type: ignore[arg-type]
     seed = derive_seed(ws.config.seed, pid, server_round, _next_call(context))
+    attack = data_attack_from_config(request or {})
+    if attack is not None:  # a Byzantine wrapper asked this node to poison its own data
+        x_tr, y_tr = corrupt_data(x_tr, y_tr, attack, ws.data.num_classes, seed)
     stats = train_local(ws.model, x_tr, y_tr, hp, seed)
     metrics = MetricRecord(
         {

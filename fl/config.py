@@ -18,6 +18,7 @@ from typing import Any
 from fl.data import DATASETS, PARTITIONS, DataConfig
 from fl.models import MODELS, ModelConfig
 from fl.schema import ConfigError, flatten, from_dict, parse_value, set_dotted, to_dict, unflatten
+from fl.sim.attacks import AttackConfig
 from fl.sim.devices import POPULATIONS, PopulationConfig
 
 
@@ -104,6 +105,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
 
     def __post_init__(self) -> None:
         _check(self.num_nodes >= 1, "num_nodes", self.num_nodes, "≥ 1")

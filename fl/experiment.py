@@ -19,8 +19,9 @@ from fl import client
 from fl.config import ExperimentConfig
 from fl.results import write_results
 from fl.rounds import LoopResult, LoopSettings, run_rounds
+from fl.sim.attacks import ByzantineClientApp, malicious_nodes
 from fl.sim.devices import DeviceProfile, make_population
-from fl.sim.grid import VirtualGrid
+from fl.sim.grid import FIRST_NODE_ID, VirtualGrid
 from fl.strategies.registry import build_strategy
 from fl.training import evaluate
 
@@ -82,7 +83,8 @@ def central_evaluator(ws: client.Workspace) -> Callable[[int, ArrayRecord], dict
 
 
 def build_grid(cfg: ExperimentConfig, devices: list[DeviceProfile] | None = None) -> VirtualGrid:
-    """The virtual grid for `cfg`: its device population running the project's ClientApp."""
+    """The virtual grid for `cfg`: its device population running the project's ClientApp,
+    with the config's attack wrapped around the ClientApp of its malicious nodes."""
     devices = (
         devices if devices is not None else make_population(cfg.devices, cfg.num_nodes, cfg.seed)
     )
@@ -92,7 +94,20 @@ def build_grid(cfg: ExperimentConfig, devices: list[DeviceProfile] | None = None
         run_config=cfg.to_run_config(),
         seed=cfg.seed,
         evaluation_cost=not cfg.evaluation.free,
+        client_app_for=byzantine_apps(cfg),
     )
+
+
+def byzantine_apps(cfg: ExperimentConfig) -> Callable[[int], Any] | None:
+    """Node id → the Byzantine wrapper of a malicious node (None for honest nodes)."""
+    if cfg.attack.kind == "none" or cfg.attack.fraction <= 0:
+        return None
+    bad = malicious_nodes(cfg.attack, cfg.num_nodes, cfg.seed)
+    apps = {
+        FIRST_NODE_ID + i: ByzantineClientApp(client.app, cfg.attack, i, cfg.seed)
+        for i in sorted(bad)
+    }
+    return apps.get
 
 
 def build_experiment_strategy(cfg: ExperimentConfig) -> Strategy:

@@ -19,6 +19,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fl.strategies.validation import split_replies
+
 CentralEval = Callable[[int, ArrayRecord], dict[str, float] | None]
 
 
@@ -109,6 +111,8 @@ def run_rounds(
         selected = [m.metadata.dst_node_id for m in messages]
         replies = list(grid.send_and_receive(messages, timeout=settings.timeout))
         train_end = clock()
+        weight_key = str(getattr(strategy, "weighted_by_key", "num-examples"))
+        replies, rejected = split_replies(replies, arrays, weight_key)
         wall_agg = time.perf_counter()
         agg_arrays, agg_metrics = strategy.aggregate_train(rnd, replies)
         wall_agg = time.perf_counter() - wall_agg
@@ -126,10 +130,14 @@ def run_rounds(
             "aggregation_wall_s": wall_agg,
         }
         row.update(_exchange_columns(grid, replies, selected))
+        row["num_rejected"] = len(rejected)
+        row["rejected"] = "; ".join(f"{n}: {why}" for n, why in sorted(rejected.items()))
         row.update(_metrics(agg_metrics, "train_"))
         if settings.federated_eval or getattr(strategy, "requires_evaluation", False):
             ev = list(strategy.configure_evaluate(rnd, arrays, settings.evaluate_config, grid))
-            ev_replies = list(grid.send_and_receive(ev, timeout=settings.timeout))
+            ev_replies, _ = split_replies(
+                grid.send_and_receive(ev, timeout=settings.timeout), None, weight_key
+            )
             row.update(_metrics(strategy.aggregate_evaluate(rnd, ev_replies), "fed_"))
         if central_eval is not None and (
             rnd % settings.eval_every == 0 or rnd == settings.num_rounds

@@ -262,3 +262,10 @@ def test_reprofiling_folds_in_training_latencies() -> None:
     assert all(strategy.profile.count[n] == 3 for n in untouched)
     groups = {o.group_id for o in result.grid.outcomes.values()}
     assert {"profiling-1", "profiling-2", "profiling-3"} <= groups
+
+
+def test_tifl_selection_with_bgmd_aggregation() -> None:
+    cfg = tifl_config("uniform", rounds=4, aggregator="bgmd", aggregator_options={"beta": 0.5})
+    result = run_experiment(cfg)
+    assert all(r["aggregated"] for r in result.rows[1:])
+    assert result.rows[-1]["central_accuracy"] > result.rows[0]["central_accuracy"] + 0.1

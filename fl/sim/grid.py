@@ -20,6 +20,7 @@ import itertools
 import math
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -79,18 +80,20 @@ def payload_bytes(content: RecordDict) -> int:
 
 
 def reported_work(reply: Message, fallback_flops_per_example: float) -> float:
-    """FLOPs the ClientApp says it did; else num-examples × a fallback cost (stock clients)."""
+    """FLOPs the ClientApp says it did; else num-examples × a fallback cost (stock clients).
+
+    A malformed value (negative, NaN, not a number) counts as no work: the reply itself is
+    judged (and rejected) by the server, the grid only needs a time for it.
+    """
     if reply.has_error():
         return 0.0
-    for rec in reply.content.metric_records.values():
-        if WORK_FLOPS_KEY in rec:
-            work = float(rec[WORK_FLOPS_KEY])  # type: ignore[arg-type]
-            if not math.isfinite(work) or work < 0:
-                raise ValueError(f"reply reports {WORK_FLOPS_KEY}={work}; must be finite and ≥ 0")
-            return work
-    for rec in reply.content.metric_records.values():
-        if "num-examples" in rec:
-            return float(rec["num-examples"]) * fallback_flops_per_example  # type: ignore[arg-type]
+    for key, scale in ((WORK_FLOPS_KEY, 1.0), ("num-examples", fallback_flops_per_example)):
+        for rec in reply.content.metric_records.values():
+            if key in rec:
+                value = rec[key]
+                if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
+                    return float(value) * scale
+                return 0.0
     return 0.0
 
 
@@ -116,6 +119,9 @@ class VirtualGrid(Grid):
         Cost per example for ClientApps that do not report `work-flops`.
     client_app_for:
         Optional per-node override of the ClientApp (e.g. a Byzantine wrapper).
+    recent_honest:
+        How many recent honest training replies an omniscient attacker may observe when it is
+        pushed alone (asynchronous loops).
     """
 
     def __init__(
@@ -129,6 +135,7 @@ class VirtualGrid(Grid):
         evaluation_cost: bool = True,
         fallback_flops_per_example: float = 1e6,
         client_app_for: Callable[[int], Callable[[Message, Context], Message] | None] | None = None,
+        recent_honest: int = 32,
     ) -> None:
         if not devices:
             raise ValueError("devices: a VirtualGrid needs at least one node")
@@ -154,6 +161,7 @@ class VirtualGrid(Grid):
         self.exchanges: list[Exchange] = []
         self.client_wall_s = 0.0  # wall time spent inside ClientApps (for overhead reports)
         self._bytes_cache: tuple[int, int] = (-1, 0)
+        self._recent_honest: deque[tuple[Message, Message]] = deque(maxlen=recent_honest)
         self.activate()
 
     # ----------------------------------------------------------------- identity
@@ -250,11 +258,50 @@ class VirtualGrid(Grid):
 
     # ----------------------------------------------------------------- messages
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
-        """Deliver instructions: run each node's ClientApp now and schedule its reply."""
-        ids = []
-        for msg in messages:
-            ids.append(self._push_one(msg))
+        """Deliver instructions: run each node's ClientApp now and schedule its reply.
+
+        Omniscient (Byzantine) apps run last: before they run they `observe` the honest
+        (instruction, reply) pairs of this batch — or, for one-at-a-time pushes as in
+        asynchronous loops, the most recent honest training replies.
+        """
+        messages = list(messages)
+        ids: list[str] = [""] * len(messages)
+        deferred: list[int] = []
+        honest: list[tuple[Message, Message]] = []
+        for pos, msg in enumerate(messages):
+            app = self._app_for(int(msg.metadata.dst_node_id))
+            if getattr(app, "omniscient", False):
+                deferred.append(pos)
+                continue
+            ids[pos] = self._push_one(msg)
+            pair = self._honest_pair(ids[pos])
+            if pair is not None:
+                honest.append(pair)
+        self._recent_honest.extend(honest)
+        for pos in deferred:
+            app = self._app_for(int(messages[pos].metadata.dst_node_id))
+            app.observe(  # type: ignore[attr-defined]
+                honest or list(self._recent_honest), num_byzantine=len(deferred)
+            )
+            ids[pos] = self._push_one(messages[pos])
         return ids
+
+    def _honest_pair(self, msg_id: str) -> tuple[Message, Message] | None:
+        """(instruction, reply) of an honest training task that produced a model."""
+        ins = self._instructions.get(msg_id)
+        reply = self._replies.get(msg_id)
+        if ins is None or reply is None or reply.has_error():
+            return None
+        if not ins.metadata.message_type.startswith("train"):
+            return None
+        return ins, reply
+
+    def _app_for(self, node_id: int) -> Callable[[Message, Context], Message]:
+        if self._client_app_for is not None:
+            app = self._client_app_for(node_id)
+            if app is not None:
+                return app
+        return self._client_app
 
     def _message_bytes(self, content: RecordDict) -> int:
         # Strategies send one shared RecordDict to all nodes: size it once.
@@ -356,9 +403,7 @@ class VirtualGrid(Grid):
     def _execute(self, msg: Message, node_id: int) -> Message:
         """Run the node's ClientApp on a private copy of the instruction."""
         ins = make_message(metadata=copy.copy(msg.metadata), content=copy_recorddict(msg.content))
-        app = self._client_app
-        if self._client_app_for is not None:
-            app = self._client_app_for(node_id) or app
+        app = self._app_for(node_id)
         t0 = time.perf_counter()  # wall time of the simulation itself, reported beside virtual
         try:
             reply = app(ins, self.context(node_id))

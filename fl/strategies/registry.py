@@ -28,6 +28,7 @@ from flwr.serverapp.strategy import (
 )
 
 from fl.schema import ConfigError
+from fl.strategies.geomedian import BlockGeometricMedian, GeometricMedian
 from fl.strategies.tifl import TiFL
 
 STRATEGIES: dict[str, Callable[..., Strategy]] = {
@@ -43,6 +44,8 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "fedyogi": FedYogi,
     "fedadagrad": FedAdagrad,
     "tifl": TiFL,
+    "geomedian": GeometricMedian,
+    "bgmd": BlockGeometricMedian,
 }
 
 # Filled in by build_strategy from the experiment, unless given as options.
@@ -65,15 +68,17 @@ _MANAGED = {"fraction_train", "min_train_nodes", "min_available_nodes"}
 
 def _parameters(name: str) -> dict[str, inspect.Parameter]:
     factory = STRATEGIES[name]
-    target: Callable[..., object] = factory
-    params = dict(inspect.signature(target).parameters)
-    out = {
-        p.name: p
-        for p in params.values()
-        if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    }
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()) and issubclass(factory, FedAvg):  # type: ignore[arg-type]
-        out.update({k: v for k, v in _parameters("fedavg").items() if k not in out})
+    out: dict[str, inspect.Parameter] = {}
+    # Walk up the class hierarchy while constructors pass **kwargs on to their parent.
+    for cls in getattr(factory, "__mro__", (factory,)):
+        if "__init__" not in vars(cls) and cls is not factory:
+            continue
+        params = inspect.signature(cls).parameters
+        for p in params.values():
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                out.setdefault(p.name, p)
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            break
     if "aggregator" in out:
         out["aggregator_options"] = inspect.Parameter(
             "aggregator_options", inspect.Parameter.KEYWORD_ONLY

@@ -245,6 +245,9 @@ class TiFL(FedAvg):
         config["server-round"] = server_round
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         self._sent = list(self._construct_messages(record, chosen, MessageType.TRAIN))
+        set_reference = getattr(self.aggregator, "set_reference", None)
+        if set_reference is not None:  # aggregators of deltas need the model sent
+            set_reference(arrays)
         return self._sent
 
     def _draw_tier(self, online: set[int]) -> int | None:
