@@ -14,6 +14,7 @@ from hypothesis.extra.numpy import arrays
 from fl.robust.geomedian import _Span, geometric_median
 
 METHODS = ["weiszfeld", "vardi"]
+SOLVERS = ["gram", "gemv"]
 TIGHT = {"tol": 1e-12, "max_iter": 2000}
 
 
@@ -45,12 +46,13 @@ def rel_err(a: torch.Tensor, b: torch.Tensor | np.ndarray) -> float:
     return float((a.double() - b).norm() / b.norm().clamp(min=1e-300))
 
 
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize(
     ("n", "d", "weighted"),
     [(7, 4, False), (6, 3, True), (12, 40, True), (33, 7, True), (64, 500, False)],
 )
-def test_agrees_with_reference(method: str, n: int, d: int, weighted: bool) -> None:
+def test_agrees_with_reference(method: str, solver: str, n: int, d: int, weighted: bool) -> None:
     rng = np.random.default_rng(n * 1000 + d)
     x = rng.standard_normal((n, d)) + 2.0
     w = rng.uniform(0.1, 5.0, size=n) if weighted else np.ones(n)
@@ -58,7 +60,11 @@ def test_agrees_with_reference(method: str, n: int, d: int, weighted: bool) -> N
     # the median is not at a data point, where every Weiszfeld variant converges sublinearly
     assert np.linalg.norm(x - ref, axis=1).min() > 0.1
     res = geometric_median(
-        torch.tensor(x), torch.tensor(w) if weighted else None, method=method, **TIGHT
+        torch.tensor(x),
+        torch.tensor(w) if weighted else None,
+        method=method,
+        solver=solver,
+        **TIGHT,
     )
     assert res.converged
     assert rel_err(res.median, ref) < 1e-4
@@ -101,34 +107,64 @@ def test_translation_and_scale_equivariance(method: str) -> None:
     torch.testing.assert_close(tiny, 1e-30 * base, rtol=1e-5, atol=0.0)
 
 
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize(
+    ("dtype", "factor"),
+    [
+        (torch.float32, 1e30),
+        (torch.float32, 1e-30),
+        (torch.float64, 1e200),
+        (torch.float64, 1e-300),
+    ],
+)
+def test_extreme_magnitudes(solver: str, dtype: torch.dtype, factor: float) -> None:
+    """Products would overflow or underflow in the native dtype: the float64 chunked Gram path."""
+    g = torch.Generator().manual_seed(4)
+    X = torch.randn(12, 20, generator=g, dtype=torch.float64)
+    for method in METHODS:
+        base = geometric_median(X, method=method, **TIGHT).median
+        kw = {"nu": 1e-6 * factor, "tol": 1e-12 * (factor if method == "vardi" else 1.0)}
+        res = geometric_median(
+            (X * factor).to(dtype), method=method, solver=solver, max_iter=2000, **kw
+        )
+        assert res.converged and res.median.dtype == dtype
+        assert rel_err(res.median.double() / factor, base) < (
+            1e-5 if dtype == torch.float32 else 1e-9
+        )
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize(("dtype", "offset"), [(torch.float64, 1e7), (torch.float32, 1e3)])
-def test_far_from_origin_cancellation_guard(method: str, dtype: torch.dtype, offset: float) -> None:
+def test_far_from_origin_cancellation_guard(
+    method: str, solver: str, dtype: torch.dtype, offset: float
+) -> None:
     """Points with spread 1 at distance `offset` ≫ 1 from the origin: ||x||² − 2x·y + ||y||²
     cancels catastrophically, so the guard must recompute distances exactly."""
     g = torch.Generator().manual_seed(5)
     X = torch.randn(20, 50, generator=g, dtype=torch.float64)
     far = X + offset
     ref = geometric_median(X, method=method, **TIGHT).median
-    res = geometric_median(far.to(dtype), method=method, **TIGHT)
+    res = geometric_median(far.to(dtype), method=method, solver=solver, **TIGHT)
     # float32 stores the shifted points only to ~ulp(1e3) = 6e-5 per coordinate
     assert rel_err(res.median.double() - offset, ref) < (2e-3 if dtype == torch.float32 else 1e-6)
 
 
+@pytest.mark.parametrize("gram", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_guarded_distances_match_exact(dtype: torch.dtype) -> None:
+def test_guarded_distances_match_exact(dtype: torch.dtype, gram: bool) -> None:
     g = torch.Generator().manual_seed(6)
     X = (torch.randn(10, 300, generator=g, dtype=torch.float64) * 1e-2 + 5.0).to(dtype)
     X[3] = X[0]  # a pair of coincident points
     c = torch.zeros(10, dtype=torch.float64)
     c[0] = 1.0  # y = x_0
     for coeffs in (c, torch.full((10,), 0.1, dtype=torch.float64)):
-        span = _Span(X, None, 4.0)
+        span = _Span(X, None, 4.0, gram=gram)
         got = span.distances(coeffs) * 4.0
         y = coeffs.to(dtype) @ X
         exact = torch.linalg.vector_norm(X.double() - y.double(), dim=1)
         torch.testing.assert_close(got, exact, rtol=1e-6, atol=1e-12)
-    assert float(_Span(X, None, 4.0).distances(c)[3]) == 0.0
+    assert float(_Span(X, None, 4.0, gram=gram).distances(c)[3]) == 0.0
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -155,18 +191,19 @@ def test_robust_to_40_percent_far_outliers(method: str) -> None:
     assert float((X.mean(0) - centre).norm()) > 1e4
 
 
-def test_vardi_iterate_lands_on_a_data_point() -> None:
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_vardi_iterate_lands_on_a_data_point(solver: str) -> None:
     g = torch.Generator().manual_seed(9)
     p = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
     X = torch.cat([p.repeat(7, 1), p + 3 * torch.randn(5, 3, generator=g, dtype=torch.float64)])
-    res = geometric_median(X, method="vardi", tol=1e-10)
+    res = geometric_median(X, method="vardi", tol=1e-10, solver=solver)
     assert res.converged and res.iterations < 100
     assert torch.equal(res.median, p)  # snapped exactly onto the majority point
-    smooth = geometric_median(X, method="weiszfeld", tol=1e-12, max_iter=1000)
+    smooth = geometric_median(X, method="weiszfeld", tol=1e-12, max_iter=1000, solver=solver)
     assert float((smooth.median - p).norm()) < 1e-5  # ν-smoothing: within ~ν of it
     # float32 and exactly-coincident start (the majority point is the weighted mean)
     Y = torch.cat([p.repeat(4, 1), torch.stack([p + 1.0, p - 1.0])]).float()
-    r32 = geometric_median(Y, method="vardi")
+    r32 = geometric_median(Y, method="vardi", solver=solver)
     assert r32.converged and torch.equal(r32.median, p.float())
 
 
@@ -184,17 +221,39 @@ def test_on_max_iter_zero_reproduces_authors_quirk() -> None:
     assert ok.converged and float(ok.median.norm()) > 0
     w = geometric_median(X, method="weiszfeld", tol=0.0, max_iter=3, on_max_iter="zero")
     assert not w.converged and float(w.median.abs().max()) == 0.0
+    g2 = geometric_median(
+        X, method="vardi", tol=1e-12, max_iter=2, on_max_iter="zero", solver="gemv"
+    )
+    assert torch.equal(g2.median, zero.median) and g2.objective == pytest.approx(zero.objective)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_solvers_agree_including_warm_start_and_weights(dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(13)
+    X = (torch.randn(40, 3000, generator=g) * torch.rand(40, 1, generator=g) * 3).to(dtype)
+    w = torch.rand(40, generator=g, dtype=torch.float64)
+    init = torch.randn(3000, generator=g, dtype=dtype)
+    for method in METHODS:
+        for kw in ({}, {"init": init}):
+            a = geometric_median(X, w, method=method, solver="gram", tol=1e-9, **kw)
+            b = geometric_median(X, w, method=method, solver="gemv", tol=1e-9, **kw)
+            assert a.converged and b.converged
+            if dtype == torch.float64:  # float32 rounding noise can move the stopping iteration
+                assert a.iterations == b.iterations
+            assert rel_err(a.median, b.median) < (1e-5 if dtype == torch.float32 else 1e-10)
+            assert a.objective == pytest.approx(b.objective, rel=1e-6)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("method", METHODS)
-def test_warm_start_from_answer(method: str) -> None:
+def test_warm_start_from_answer(method: str, solver: str) -> None:
     g = torch.Generator().manual_seed(11)
     X = torch.randn(20, 100, generator=g, dtype=torch.float64) + torch.linspace(
         0, 3, 100, dtype=torch.float64
     )
     best = geometric_median(X, method=method, **TIGHT)
     tol = 1e-6 if method == "weiszfeld" else 1e-5
-    warm = geometric_median(X, method=method, tol=tol, init=best.median)
+    warm = geometric_median(X, method=method, tol=tol, init=best.median, solver=solver)
     assert warm.converged and warm.iterations <= 2
     torch.testing.assert_close(warm.median, best.median, rtol=1e-5, atol=1e-6)
     cold = geometric_median(X, method=method, tol=tol)
@@ -231,6 +290,7 @@ def test_zero_weights_ignore_points() -> None:
         ({"nu": 0.0}, "nu = 0.0 is invalid"),
         ({"tol": -1.0}, "tol = -1.0 is invalid"),
         ({"max_iter": -1}, "max_iter = -1 is invalid"),
+        ({"solver": "cg"}, "solver = 'cg' is invalid"),
     ],
 )
 def test_errors(kwargs: dict, match: str) -> None:
@@ -246,21 +306,22 @@ finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinit
 @given(
     data=arrays(np.float64, st.tuples(st.integers(1, 9), st.integers(1, 6)), elements=finite),
     method=st.sampled_from(METHODS),
+    solver=st.sampled_from(SOLVERS),
     f32=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
 )
 def test_property_finite_and_permutation_invariant(
-    data: np.ndarray, method: str, f32: bool, seed: int
+    data: np.ndarray, method: str, solver: str, f32: bool, seed: int
 ) -> None:
     X = torch.from_numpy(data).to(torch.float32 if f32 else torch.float64)
-    res = geometric_median(X, method=method, tol=1e-12, max_iter=300)
+    res = geometric_median(X, method=method, tol=1e-12, max_iter=300, solver=solver)
     assert res.median.dtype == X.dtype and res.median.shape == (X.shape[1],)
     assert bool(torch.isfinite(res.median).all()) and math.isfinite(res.objective)
     # inside the bounding box of the points
     span = float(X.abs().max()) + 1.0
     assert float(res.median.abs().max()) <= span * (1 + 1e-5)
     perm = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(seed))
-    other = geometric_median(X[perm], method=method, tol=1e-12, max_iter=300)
+    other = geometric_median(X[perm], method=method, tol=1e-12, max_iter=300, solver=solver)
     scale = float(X.double().abs().max()) + 1e-3
     tol = 1e-4 if f32 else 1e-6
     assert float((res.median.double() - other.median.double()).abs().max()) <= tol * scale

@@ -59,7 +59,9 @@ def _column_sq_norms(G: torch.Tensor, shift: torch.Tensor | None = None) -> torc
     """||G[:, j] + shift_j||² for every column (d,), without forming G + shift:
     Σ_i G_ij² + shift_j·(2 Σ_i G_ij + n·shift_j), clamped at 0 (cancellation only affects columns
     whose norm is tiny, i.e. never selected). Retried in float64 if the native dtype overflows."""
-    sq = torch.einsum("ij,ij->j", G, G)
+    sq = torch.zeros(G.shape[1], dtype=G.dtype)
+    for row in G:  # O(d) memory; faster than einsum or (G * G).sum(0) on CPU
+        sq.addcmul_(row, row)
     if shift is not None and bool(shift.any()):
         sq.addcmul_(shift, 2 * G.sum(0) + G.shape[0] * shift).clamp_(min=0)
     if G.dtype != torch.float64 and not bool(torch.isfinite(sq).all()):

@@ -19,20 +19,30 @@ The geometric median (GM) minimises f(y) = Σ_i w_i ||y − x_i|| (weights norma
 max_iter is exhausted without meeting the stopping rule — the authors' quirk (their
 ``GeometricMedian`` prints "Ran out of Max iter" and returns 0, i.e. the step is skipped).
 
-Numerics (Gram formulation). Every iterate is a combination y = Σ_j c_j z_j of the points (and of
-``init``, if given), so the solver works on the coefficients c: with the Gram matrix
-G = Z Zᵀ (computed once, one GEMM, O(n²d)), ``||x_i − y||² = G_ii − 2 (G c)_i + cᵀ G c``. Each
-iteration then costs O(n²) (no pass over the d coordinates); the median is materialised once at
-the end with one GEMV (c @ X). Extra memory is O(n² + d); no n×d temporaries.
-The expansion cancels when y is close to x_i relative to their norms: its absolute error is about
-δ·(||x_i|| + Σ|c_j| ||z_j||)² with δ the relative error of G (≈1e-6 for float32 at d = 10⁶ with
-MKL, ≈1e-15 for float64). Squared distances are clamped at 0, and any below κ times that bound
-(κ = 1e-2 for float32, 1e-8 for float64) are recomputed exactly as ||x_i − y|| from the
-materialised y (one GEMV plus one row pass, in float64); the same guard applies to the norms
-||T̃ − y|| (Vardi) and ||y_new − y|| (Vardi's stopping rule). Outside the guard the relative error
-of a squared distance is ≤ δ/κ (≈1e-4 for float32, ≈1e-7 for float64). All n-vector arithmetic
-is float64; the points are rescaled by a power of two internally so that G cannot overflow or
-underflow (G falls back to a chunked float64 product when the native one could).
+Numerics. Every iterate is a combination y = Σ_j c_j z_j of the points (and of ``init``, if
+given), so the solver works on the coefficients c (float64, n-vectors) and the squared distances
+come from the expansion ``||x_i − y||² = ||x_i||² − 2 x_i·y + ||y||²``:
+
+- ``solver="gram"`` (default): with G = Z Zᵀ computed once (one GEMM, O(n²d)),
+  ``x_i·y = (G c)_i`` and ``||y||² = cᵀ G c``: each iteration costs O(n²), independent of d; the
+  median is materialised once at the end (one GEMV). Extra memory O(n² + d).
+- ``solver="gemv"``: y is materialised every iteration (``c @ X``) and ``x_i·y = (X @ y)_i``: two
+  GEMVs, O(nd) per iteration (four for Vardi), extra memory O(n + d). The cost model of the usual
+  implementations (and of BGMD's speed claims); cheaper than "gram" only for ≲ 2 iterations.
+
+Neither forms an n×d temporary. The expansion cancels when y is close to x_i relative to their
+norms: its absolute error is about δ·(||x_i|| + Σ|c_j| ||z_j||)² with δ the relative error of the
+dot products (≈1e-6 for float32 at d = 10⁶ with MKL, ≈1e-15 for float64). Squared distances are
+clamped at 0, and any below κ times that bound (κ = 1e-2 for float32, 1e-8 for float64) are
+recomputed exactly as ||x_i − y|| from the materialised y (one GEMV plus one row pass, in
+float64); the same guard applies to the norms ||T̃ − y|| and ||y_new − y|| (Vardi). Outside the
+guard the relative error of a squared distance is ≤ δ/κ (≈1e-4 for float32, ≈1e-7 for float64).
+The points are rescaled internally by a power of two s (exact), and products fall back to a
+chunked float64 Gram matrix when the native dtype could overflow or underflow.
+
+Stopping caveat: RFA's relative-objective rule stops early when far outliers dominate f (with
+outliers at distance R the inliers are resolved only to about tol·R); use a smaller tol (the
+"gram" iterations are nearly free) or Vardi's absolute step rule when that matters.
 
 The result is not differentiable (computed under ``torch.no_grad``).
 """
@@ -48,6 +58,7 @@ __all__ = ["GMResult", "geometric_median"]
 
 METHODS = ("weiszfeld", "vardi")
 ON_MAX_ITER = ("last", "zero")
+SOLVERS = ("gram", "gemv")
 _KAPPA = {torch.float32: 1e-2, torch.float64: 1e-8}  # exact-recompute threshold (relative)
 _CHUNK = 1 << 15  # columns per chunk in the float64 fallback for the Gram matrix
 
@@ -68,14 +79,25 @@ class GMResult:
 
 
 class _Span:
-    """The points (and an optional extra vector ``init``) with their Gram matrix, in units of s."""
+    """The points z_j (rows of X, then ``init`` if given) in units of s; iterates are
+    coefficient vectors c (m,), y = Σ c_j z_j. ``gram``: distances from the Gram matrix (O(m²)
+    per call); otherwise from y itself (two GEMVs per call)."""
 
-    def __init__(self, X: torch.Tensor, init: torch.Tensor | None, s: float) -> None:
+    def __init__(self, X: torch.Tensor, init: torch.Tensor | None, s: float, gram: bool) -> None:
         self.X, self.init, self.s = X, init, s
         self.n = X.shape[0]
+        self.m = self.n + (init is not None)
         self.kappa = _KAPPA[X.dtype]
-        self.G = _gram(X, init, s)
-        self.norms = self.G.diagonal().clamp(min=0).sqrt()  # ||z_j|| / s
+        self.G = _gram(X, init, s) if gram or not _native_safe(X, s) else None
+        if self.G is not None:
+            sq = self.G.diagonal().clamp(min=0)
+        else:
+            sq = torch.stack([torch.dot(x, x) for x in X]).double()  # BLAS dots: fast, accurate
+            if init is not None:
+                sq = torch.cat([sq, (init @ init).double().reshape(1)])
+            sq = sq / (s * s)
+        self.sq_norms = sq  # ||z_j||² / s²
+        self.norms = sq.sqrt()
 
     def materialize(self, c: torch.Tensor) -> torch.Tensor:
         """Σ_j c_j z_j in the points' dtype (one GEMV)."""
@@ -86,31 +108,44 @@ class _Span:
 
     def distances(self, c: torch.Tensor) -> torch.Tensor:
         """||x_i − y|| / s for y = Σ c_j z_j, float64 (n,), guarded against cancellation."""
-        n, G = self.n, self.G
-        Gc = G @ c
-        sq = (G.diagonal()[:n] - 2 * Gc[:n] + c @ Gc).clamp(min=0)
+        n, s2 = self.n, self.s * self.s
+        y: torch.Tensor | None = None
+        if self.G is not None:
+            Gc = self.G @ c
+            xy, yy = Gc[:n], float(c @ Gc)
+        else:
+            y = self.materialize(c)
+            xy, yy = (self.X @ y).double() / s2, float(y @ y) / s2
+        sq = (self.sq_norms[:n] - 2 * xy + yy).clamp(min=0)
         bound = (self.norms[:n] + c.abs() @ self.norms) ** 2
         inexact = (sq < self.kappa * bound).nonzero().flatten().tolist()
         if inexact:
-            y = self.materialize(c).double()
+            y64 = (self.materialize(c) if y is None else y).double()
             for i in inexact:
-                sq[i] = float(torch.linalg.vector_norm((self.X[i].double() - y) / self.s)) ** 2
+                sq[i] = float(torch.linalg.vector_norm((self.X[i].double() - y64) / self.s)) ** 2
         return sq.sqrt()
 
     def norm(self, a: torch.Tensor) -> float:
-        """||Σ_j a_j z_j|| / s, guarded against cancellation."""
-        sq = max(float(a @ self.G @ a), 0.0)
-        if sq < self.kappa * float(a.abs() @ self.norms) ** 2:
-            sq = float(torch.linalg.vector_norm(self.materialize(a).double() / self.s)) ** 2
-        return math.sqrt(sq)
+        """||Σ_j a_j z_j|| / s, guarded against cancellation (always exact without Gram)."""
+        if self.G is not None:
+            sq = max(float(a @ self.G @ a), 0.0)
+            if sq >= self.kappa * float(a.abs() @ self.norms) ** 2:
+                return math.sqrt(sq)
+        return float(torch.linalg.vector_norm(self.materialize(a).double() / self.s))
+
+
+def _native_safe(X: torch.Tensor, s: float) -> bool:
+    """Whether products of the points (entries ≤ 2s) in their own dtype can neither overflow nor
+    lose precision to underflow."""
+    fi = torch.finfo(X.dtype)
+    return s * s >= fi.tiny / fi.eps and 16 * X.shape[1] * s * s <= fi.max
 
 
 def _gram(X: torch.Tensor, init: torch.Tensor | None, s: float) -> torch.Tensor:
     """Float64 Gram matrix of the rows of X (and init, appended last), divided by s²."""
     n, d = X.shape
     m = n + (init is not None)
-    fi = torch.finfo(X.dtype)
-    if s * s >= fi.tiny / fi.eps and 16 * d * s * s <= fi.max:  # the native product is safe
+    if _native_safe(X, s):
         G = torch.empty(m, m, dtype=torch.float64)
         G[:n, :n] = X @ X.T
         if init is not None:
@@ -211,6 +246,7 @@ def geometric_median(
     max_iter: int = 100,
     init: torch.Tensor | None = None,
     on_max_iter: str = "last",
+    solver: str = "gram",
 ) -> GMResult:
     """Geometric median of the rows of ``points`` (n, d), float32 or float64.
 
@@ -220,13 +256,16 @@ def geometric_median(
     nu: smoothing ν (absolute, in the points' units): Weiszfeld divides by max(ν, ||y − x_i||);
     Vardi treats points within max(ν, 4·eps·||x_i||) of y as coinciding with it.
     init: warm start (d,) instead of the weighted mean. on_max_iter: "last" | "zero" (see module).
+    solver: "gram" (O(n²d) once, O(n²) per iteration) | "gemv" (O(nd) per iteration).
     Raises ValueError on NaN/Inf, wrong shapes or dtypes, negative or zero-sum weights.
     """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver = {solver!r} is invalid: must be one of {SOLVERS}")
     X, w, init, maxabs = _validate(points, weights, init, method, nu, tol, max_iter, on_max_iter)
     n = X.shape[0]
     s = math.ldexp(1.0, min(max(math.frexp(maxabs)[1], -1000), 1000)) if maxabs > 0 else 1.0
-    span = _Span(X, init, s)
-    m = span.G.shape[0]
+    span = _Span(X, init, s, gram=solver == "gram")
+    m = span.m
     nu_s, tol_s = nu / s, tol / s
     zeta = torch.clamp(4 * torch.finfo(X.dtype).eps * span.norms[:n], min=nu_s)
 
