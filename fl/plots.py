@@ -22,9 +22,13 @@ def _label(run_dir: Path) -> str:
 
 
 def plot_runs(
-    run_dirs: Sequence[Path], out_dir: Path, metric: str = "central_accuracy"
+    run_dirs: Sequence[Path],
+    out_dir: Path,
+    metric: str = "central_accuracy",
+    log_time: bool = False,
 ) -> list[Path]:
-    """Overlay `metric` of each run against virtual time and against rounds; return the PNGs."""
+    """Overlay `metric` of each run against virtual time and against rounds; return the PNGs.
+    `log_time` puts virtual time on a log axis (runs whose durations differ by 10×+)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     series = []
     for d in run_dirs:
@@ -38,7 +42,9 @@ def plot_runs(
         fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
         for label, rows in series:
             ax.plot([r[x_key] for r in rows], [r[metric] for r in rows], label=label, lw=1.5)
-        ax.set_xlabel(x_label)
+        ax.set_xlabel(x_label + (" (log)" if log_time and x_key == "virtual_time" else ""))
+        if log_time and x_key == "virtual_time":
+            ax.set_xscale("symlog", linthresh=10.0)
         ax.set_ylabel(metric.replace("_", " "))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -32,8 +32,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
+        if type(None) in args and (value is None or (value == "none" and str not in args)):
+            return None  # `--set key=none` unsets an optional number
         errors = []
         for arg in args:
             if arg is type(None):

@@ -9,7 +9,7 @@ std over seeds, and the mean wall-clock time of one aggregation.
 Writes results/bgmd[-quick]/<attack>/<aggregator>/seed<k>/ (each run's folder),
 results/bgmd[-quick]/summary.csv, table.md and accuracy_vs_aggregation_time.png.
 
-Usage: python simulations/bgmd/run.py [--quick] [--workers N] [--out DIR]
+Usage: python simulations/bgmd/run.py [--quick] [--workers N] [--seeds 0 1 2] [--out DIR]
 """
 
 from __future__ import annotations
@@ -52,7 +52,10 @@ QUICK = {
         "model.cnn_channels=[8, 16]",
         "num_nodes=16",
         "strategy.clients_per_round=16",
-        "rounds=60",
+        "data.max_samples=none",
+        "rounds=30",
+        "train.steps=4",
+        "train.batch_size=16",
         "train.lr=0.1",
         "evaluation.every=10",
     ],
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
     attacks = QUICK["attacks"] if args.quick else list(ATTACKS)
     seeds = QUICK["seeds"] if args.quick else args.seeds
     base = QUICK["overrides"] if args.quick else []
-    n = 16 if args.quick else 32
+    n = 16 if args.quick else 20
     jobs = [
         (a, g, s, [*base, *job_overrides(a, g, n)], str(out))
         for a in attacks

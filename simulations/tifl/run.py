@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
     target = load_config(HERE / "tifl.toml").evaluation.target_accuracy
     md = table(rows, target)
     for s in args.settings:
-        plot_runs([out / s / p for p in POLICIES], out / s)
+        plot_runs([out / s / p for p in POLICIES], out / s, log_time=True)
     results = checks(rows) if {"iid", "noniid"} <= set(args.settings) else []
     lines = [md, ""] + [f"- [{'x' if ok else ' '}] {claim}: {nums}" for claim, ok, nums in results]
     (out / "table.md").write_text("\n".join(lines) + "\n")
