@@ -3,8 +3,11 @@
 For n client updates of dimension d (float32 rows, 20% of them bit-flipped ×(−5)), times one
 aggregation of: mean, coordinate-wise median, Krum, geometric median (smoothed Weiszfeld,
 tol 1e-6, ≤ 100 iterations) and BGMD (β = 0.05 / 0.1 / 0.2, same solver settings, memory on),
-and the peak memory each needs (measured in a fresh subprocess: max RSS above the process's
-baseline). Prints the BGMD/GM speed-up at each size.
+each GM with the two solvers (`gram`: one n×n Gram matrix, then O(n²) per iteration — the
+default; `gemv`: O(nd) per iteration, the classic form the paper's cost model assumes), and the
+peak memory each needs (measured in a fresh subprocess: max RSS above the baseline). Prints the
+GM/BGMD(β=0.1) time ratio per solver. `--fixed-iters N` forces exactly N solver iterations
+(tolerance 0), the paper's "fixed GM iteration budget" comparison.
 
 Usage: python benchmarks/aggregators.py [--quick]   (quick: n = 32, d = 10^6 only)
 """
@@ -21,7 +24,18 @@ import time
 
 import torch
 
-METHODS = ("mean", "median", "krum", "gm", "bgmd-0.05", "bgmd-0.1", "bgmd-0.2")
+METHODS = (
+    "mean",
+    "median",
+    "krum",
+    "gm/gram",
+    "gm/gemv",
+    "bgmd-0.05/gram",
+    "bgmd-0.1/gram",
+    "bgmd-0.2/gram",
+    "bgmd-0.1/gemv",
+)
+SOLVER_KW: dict[str, object] = {"tol": 1e-6, "max_iter": 100}
 
 
 def updates(n: int, d: int, seed: int = 0) -> torch.Tensor:
@@ -45,7 +59,6 @@ def krum(G: torch.Tensor, f: int) -> torch.Tensor:
 def aggregate(method: str, G: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
     """One aggregation with `method`."""
     from fl.robust.bgmd import block_geometric_median
-
     from fl.robust.geomedian import geometric_median
 
     if method == "mean":
@@ -54,10 +67,12 @@ def aggregate(method: str, G: torch.Tensor, memory: torch.Tensor) -> torch.Tenso
         return G.median(dim=0).values
     if method == "krum":
         return krum(G, G.shape[0] // 5)
-    if method == "gm":
-        return geometric_median(G, tol=1e-6, max_iter=100).median
-    beta = float(method.split("-")[1])
-    return block_geometric_median(G, memory, beta, gm_kwargs={"tol": 1e-6, "max_iter": 100}).step
+    name, _, solver = method.partition("/")
+    kw = {**SOLVER_KW, "solver": solver}
+    if name == "gm":
+        return geometric_median(G, **kw).median  # type: ignore[arg-type]
+    beta = float(name.split("-")[1])
+    return block_geometric_median(G, memory, beta, gm_kwargs=kw).step
 
 
 def time_one(method: str, n: int, d: int, reps: int) -> float:
@@ -92,29 +107,44 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--json", type=str, default="")
+    parser.add_argument("--fixed-iters", type=int, default=0)
+    parser.add_argument(
+        "--no-memory", action="store_true", help="skip the peak-memory subprocesses"
+    )
     args = parser.parse_args()
+    if args.fixed_iters:
+        SOLVER_KW.update({"tol": 1e-300, "max_iter": args.fixed_iters})
     torch.set_num_threads(1)
     sizes = [(32, 10**6)] if args.quick else [(n, d) for d in (10**5, 10**6) for n in (10, 32, 100)]
     print(
         f"torch {torch.__version__}, 1 thread; {os.cpu_count()} cores; times: median of {args.reps}"
     )
-    print(f"{'n':>4} {'d':>8} " + " ".join(f"{m:>18}" for m in METHODS) + "   GM / BGMD-0.1")
+    budget = (
+        f"exactly {args.fixed_iters} iterations"
+        if args.fixed_iters
+        else "tol 1e-6, ≤ 100 iterations"
+    )
+    print(f"GM solver: {budget}; cells: time (ms) / extra peak RSS (MiB)")
+    print(f"{'n':>4} {'d':>8} " + " ".join(f"{m:>15}" for m in METHODS) + "  GM/BGMD gram, gemv")
     rows = []
     for n, d in sizes:
         cells = {}
         for m in METHODS:
-            cells[m] = (time_one(m, n, d, args.reps), peak_memory_mib(m, n, d))
-        ratio = cells["gm"][0] / cells["bgmd-0.1"][0]
+            mem = 0.0 if args.no_memory else peak_memory_mib(m, n, d)
+            cells[m] = (time_one(m, n, d, args.reps), mem)
+        ratio = cells["gm/gram"][0] / cells["bgmd-0.1/gram"][0]
+        ratio_gemv = cells["gm/gemv"][0] / cells["bgmd-0.1/gemv"][0]
         print(
             f"{n:4d} {d:8d} "
-            + " ".join(f"{1e3 * t:9.1f}ms {mem:5.0f}MiB" for t, mem in cells.values())
-            + f"   {ratio:5.2f}x"
+            + " ".join(f"{1e3 * t:8.1f}/{mem:<6.0f}" for t, mem in cells.values())
+            + f"  {ratio:5.2f}x, {ratio_gemv:5.2f}x"
         )
         rows.append(
             {
                 "n": n,
                 "d": d,
                 "ratio_gm_over_bgmd01": ratio,
+                "ratio_gm_over_bgmd01_gemv": ratio_gemv,
                 **{m: {"s": t, "mib": mem} for m, (t, mem) in cells.items()},
             }
         )
