@@ -149,6 +149,11 @@ def run_rounds(
         rows.append(row)
         if on_round:
             on_round(row)
+    last = rows[-1] if rows else None
+    if central_eval is not None and last is not None and "central_accuracy" not in last:
+        last.update(
+            _prefixed(central_eval(int(last["round"]), arrays), "central_")
+        )  # stopped early
     return LoopResult(arrays=arrays, rows=rows, stop_reason=stop_reason)
 
 

@@ -270,3 +270,13 @@ def test_same_seed_same_sampling_different_seed_differs() -> None:
         sel.append([row["selected"] for row in r.rows if row["round"] > 0])
     assert sel[0] == sel[1]
     assert sel[0] != sel[2]
+
+
+def test_time_budget_stops_the_run_and_evaluates_the_last_round() -> None:
+    cfg = digits_config(rounds=50, time_budget_s=10.0, evaluation={"every": 100})
+    result = run_experiment(cfg)
+    assert result.stop_reason == "time budget"
+    done = [r for r in result.rows if r["round"] > 0]
+    assert 0 < len(done) < 50
+    assert done[-1]["virtual_time"] >= 10.0 and done[-2]["virtual_time"] < 10.0
+    assert "central_accuracy" in done[-1]

@@ -160,7 +160,7 @@ class VirtualGrid(Grid):
         self._consumed: set[str] = set()
         self.exchanges: list[Exchange] = []
         self.client_wall_s = 0.0  # wall time spent inside ClientApps (for overhead reports)
-        self._bytes_cache: tuple[int, int] = (-1, 0)
+        self._bytes_cache: tuple[RecordDict | None, int] = (None, 0)
         self._recent_honest: deque[tuple[Message, Message]] = deque(maxlen=recent_honest)
         self.activate()
 
@@ -304,11 +304,13 @@ class VirtualGrid(Grid):
         return self._client_app
 
     def _message_bytes(self, content: RecordDict) -> int:
-        # Strategies send one shared RecordDict to all nodes: size it once.
-        key = id(content)
-        if self._bytes_cache[0] != key:
-            self._bytes_cache = (key, payload_bytes(content))
-        return self._bytes_cache[1]
+        # Strategies send one shared RecordDict to all nodes: size it once (the cache holds the
+        # object itself, so a new RecordDict can never be mistaken for a freed one).
+        cached, size = self._bytes_cache
+        if cached is not content:
+            size = payload_bytes(content)
+            self._bytes_cache = (content, size)
+        return size
 
     def _new_id(self, prefix: str) -> str:
         """Deterministic message id (same run, same ids), unique within this grid."""
