@@ -39,7 +39,12 @@ class TrainConfig:
         _check(self.batch_size >= 1, "train.batch_size", self.batch_size, "≥ 1")
         _check(self.lr > 0 and math.isfinite(self.lr), "train.lr", self.lr, "> 0")
         _check(0 <= self.momentum < 1, "train.momentum", self.momentum, "in [0, 1)")
-        _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "≥ 0")
+        _check(
+            0 <= self.weight_decay < math.inf,
+            "train.weight_decay",
+            self.weight_decay,
+            "a finite number ≥ 0",
+        )
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,7 @@ class EvalConfig:
     every: int = 1
     federated: bool = False  # also run the strategy's federated evaluation on nodes
     federated_fraction: float = 0.2
-    free: bool = True  # federated evaluation messages take no virtual time
+    free: bool = False  # True: federated evaluation messages take no virtual time
     target_accuracy: float = 0.0  # if > 0: time/rounds to reach it are reported
 
     def __post_init__(self) -> None:
@@ -110,9 +115,24 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         _check(self.num_nodes >= 1, "num_nodes", self.num_nodes, "≥ 1")
         _check(self.rounds >= 1, "rounds", self.rounds, "≥ 1")
-        _check(self.time_budget_s >= 0, "time_budget_s", self.time_budget_s, "≥ 0")
-        _check(self.round_timeout_s > 0, "round_timeout_s", self.round_timeout_s, "> 0")
-        _check(self.server_time_factor >= 0, "server_time_factor", self.server_time_factor, "≥ 0")
+        _check(
+            0 <= self.time_budget_s < math.inf,
+            "time_budget_s",
+            self.time_budget_s,
+            "a finite number ≥ 0",
+        )
+        _check(
+            0 < self.round_timeout_s < math.inf,
+            "round_timeout_s",
+            self.round_timeout_s,
+            "a finite number > 0",
+        )
+        _check(
+            0 <= self.server_time_factor < math.inf,
+            "server_time_factor",
+            self.server_time_factor,
+            "a finite number ≥ 0",
+        )
         _check(self.seed >= 0, "seed", self.seed, "≥ 0")
         _check(self.torch_threads >= 1, "torch_threads", self.torch_threads, "≥ 1")
         _check(

@@ -61,11 +61,11 @@ def _metrics(rec: MetricRecord | None, prefix: str) -> dict[str, float]:
     return out
 
 
-def _needed_nodes(strategy: Strategy) -> int:
-    return max(
-        int(getattr(strategy, "min_available_nodes", 1)),
-        int(getattr(strategy, "min_train_nodes", 1)),
-    )
+def _needed_nodes(strategy: Strategy, evaluate: bool = False) -> int:
+    """Online nodes a strategy's sampling waits for (Flower sleeps on the wall clock until
+    then; on the virtual grid the loop waits in virtual time first)."""
+    key = "min_evaluate_nodes" if evaluate else "min_train_nodes"
+    return max(int(getattr(strategy, "min_available_nodes", 1)), int(getattr(strategy, key, 1)))
 
 
 def _clock(grid: Grid) -> Callable[[], float]:
@@ -133,7 +133,8 @@ def run_rounds(
         row["num_rejected"] = len(rejected)
         row["rejected"] = "; ".join(f"{n}: {why}" for n, why in sorted(rejected.items()))
         row.update(_metrics(agg_metrics, "train_"))
-        if settings.federated_eval or getattr(strategy, "requires_evaluation", False):
+        wants_eval = settings.federated_eval or getattr(strategy, "requires_evaluation", False)
+        if wants_eval and (wait is None or wait(_needed_nodes(strategy, evaluate=True))):
             ev = list(strategy.configure_evaluate(rnd, arrays, settings.evaluate_config, grid))
             ev_replies, _ = split_replies(
                 grid.send_and_receive(ev, timeout=settings.timeout), None, weight_key

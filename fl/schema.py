@@ -136,9 +136,13 @@ def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+# Flower's run_config holds scalars only: lists, empty tables and None travel as tagged strings.
+_LIST, _TABLE, _NONE = "\x00list:", "\x00table", "\x00none"
+
+
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dict -> {'a.b': v}; lists become comma-free TOML strings (Flower run_config
-    values must be scalars)."""
+    """Nested dict -> {'a.b': scalar}; lists, empty tables and None become tagged strings that
+    no user value can collide with (Flower run_config values must be scalars)."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
@@ -146,25 +150,25 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
             if value:
                 out.update(flatten(value, f"{name}."))
             else:
-                out[name] = "{}"
+                out[name] = _TABLE
         elif isinstance(value, list):
-            out[name] = toml_value(value)
+            out[name] = _LIST + toml_value(value)
         elif value is None:
-            out[name] = "none"
+            out[name] = _NONE
         else:
             out[name] = value
     return out
 
 
 def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """Inverse of `flatten` (list strings are parsed back)."""
+    """Inverse of `flatten`."""
     tree: dict[str, Any] = {}
     for key, value in flat.items():
-        if isinstance(value, str) and value.startswith("["):
-            value = parse_value(value)
-        elif value == "none":
+        if isinstance(value, str) and value.startswith(_LIST):
+            value = tomllib.loads(f"v = {value[len(_LIST) :]}")["v"]
+        elif value == _NONE:
             value = None
-        elif value == "{}":
+        elif value == _TABLE:
             value = {}
         set_dotted(tree, key, value)
     return _drop_none(tree)

@@ -39,7 +39,13 @@ class TrainStats:
 
 def derive_seed(*parts: int) -> int:
     """A 63-bit seed from integer parts (seed, node, round, ...), independent of call order."""
-    state = np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2)
+    words: list[int] = []
+    for p in map(int, parts):
+        words.append(p & 0xFFFFFFFF)  # (negative parts wrap, as before)
+        while p >= 1 << 32:  # high bits count too: seeds s and s + 2**32 differ
+            p >>= 32
+            words.append(p & 0xFFFFFFFF)
+    state = np.random.SeedSequence(words).generate_state(2)
     return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
 
 

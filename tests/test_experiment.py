@@ -201,6 +201,12 @@ def test_each_offline_dataset_trains_one_round(data: dict, model: dict) -> None:
         ({"devices": {"kind": "cloud"}}, "cloud"),
         ({"train": {"lr": -0.1}}, "lr"),
         ({"train": {"batch_size": "big"}}, "batch_size"),
+        ({"train": {"weight_decay": float("inf")}}, "weight_decay"),
+        ({"server_time_factor": float("inf")}, "server_time_factor"),
+        (
+            {"strategy": {"name": "fedavg", "options": {"fraction_evaluate": 3.0}}},
+            "fraction_evaluate",
+        ),
         ({"colour": "blue"}, "colour"),
     ],
 )
@@ -280,3 +286,35 @@ def test_time_budget_stops_the_run_and_evaluates_the_last_round() -> None:
     assert 0 < len(done) < 50
     assert done[-1]["virtual_time"] >= 10.0 and done[-2]["virtual_time"] < 10.0
     assert "central_accuracy" in done[-1]
+
+
+def test_federated_evaluation_with_availability_waits_instead_of_hanging() -> None:
+    cfg = digits_config(
+        num_nodes=12,
+        rounds=5,
+        devices={
+            "kind": "uniform",
+            "flops_per_s": 1e6,
+            "availability": "onoff",
+            "mean_online_s": 5.0,
+            "mean_offline_s": 20.0,
+        },
+        strategy={"name": "fedavg", "clients_per_round": 3, "options": {"min_evaluate_nodes": 3}},
+        evaluation={"federated": True, "federated_fraction": 0.25},
+    )
+    result = run_experiment(cfg)
+    assert len([r for r in result.rows if r["round"] > 0]) == 5
+    assert any("fed_eval_acc" in r for r in result.rows)
+
+
+def test_run_config_round_trip_keeps_tricky_strings() -> None:
+    cfg = digits_config(name="[1, 2]", attack={"kind": "none"})
+    again = ExperimentConfig.from_run_config(cfg.to_run_config())
+    assert again == cfg and again.name == "[1, 2]"
+
+
+def test_derive_seed_uses_all_bits() -> None:
+    from fl.training import derive_seed
+
+    assert derive_seed(1, 2) != derive_seed(1 + 2**32, 2)
+    assert derive_seed(1, 2) == derive_seed(1, 2) != derive_seed(2, 1)

@@ -251,3 +251,64 @@ def test_reply_after_ttl_is_discarded_as_expired() -> None:
     assert reply.has_error() and "TTL" in reply.error.reason
     assert grid.now == pytest.approx(4.0)
     assert grid.outcomes[ids[0]].status == EXPIRED
+
+
+def test_clients_cannot_change_what_the_server_or_other_nodes_hold() -> None:
+    app = ClientApp()
+    seen: list[float] = []
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        cfg = msg.content["config"]
+        seen.append(float(cfg["lr"]))
+        cfg["lr"] = 999.0  # a misbehaving client mutates its instruction
+        msg.content["arrays"]["w"] = Array(np.ones(3, dtype=np.float32))
+        return Message(
+            RecordDict(
+                {"arrays": msg.content["arrays"], "metrics": MetricRecord({"num-examples": 1})}
+            ),
+            reply_to=msg,
+        )
+
+    devices = [DeviceProfile(flops_per_s=1e9, down_bps=1e9, up_bps=1e9) for _ in range(3)]
+    grid = VirtualGrid(app, devices, seed=0)
+    shared = RecordDict({"arrays": initial(), "config": ConfigRecord({"lr": 0.1})})
+    grid.send_and_receive([Message(shared, grid.node_id(i), "train") for i in range(3)])
+    assert seen == [0.1, 0.1, 0.1]
+    assert shared["config"]["lr"] == 0.1
+    assert shared["arrays"]["w"].numpy().shape == (1000,)
+
+
+def test_client_sees_virtual_created_at() -> None:
+    app = ClientApp()
+    stamps: list[float] = []
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        stamps.append(msg.metadata.created_at)
+        return Message(RecordDict({"metrics": MetricRecord({"num-examples": 1})}), reply_to=msg)
+
+    devices = [DeviceProfile(flops_per_s=1e9, down_bps=1e6, up_bps=1e6) for _ in range(2)]
+    grid = VirtualGrid(app, devices, seed=0)
+    grid.send_and_receive([Message(RecordDict({"arrays": initial()}), grid.node_id(0), "train")])
+    t = grid.now
+    grid.send_and_receive([Message(RecordDict({"arrays": initial()}), grid.node_id(1), "train")])
+    assert stamps == [0.0, t] and t > 0
+
+
+def test_wait_for_nodes_advances_to_when_enough_are_online() -> None:
+    devices = [
+        DeviceProfile(
+            flops_per_s=1e9, down_bps=1e9, up_bps=1e9, availability=OnOff(10.0, 90.0, seed=(3, i))
+        )
+        for i in range(10)
+    ]
+    grid = VirtualGrid(make_app(), devices, seed=0)
+    waited = 0
+    for _ in range(20):
+        before = grid.now
+        assert grid.wait_for_nodes(3)
+        assert len(grid.get_node_ids()) >= 3
+        waited += grid.now > before
+        grid.advance(7.0)
+    assert waited >= 5  # ~10% online each: the server had to wait many times

@@ -204,3 +204,39 @@ def test_quick_bgmd_experiment_shows_fedavg_collapse_and_gm_robustness(tmp_path)
     assert acc[("bitflip-20", "gm")] >= acc[("none", "gm")] - 0.05
     assert acc[("bitflip-40", "gm")] >= acc[("bitflip-40", "mean")] + 0.5
     assert (tmp_path / "table.md").is_file()
+
+
+def test_inconsistent_metric_keys_and_bad_work_are_rejected_not_fatal() -> None:
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        metrics = {"num-examples": 10, "work-flops": 1.0}
+        if pid == 0:
+            metrics["extra"] = 1.0  # a different metric layout
+        if pid == 1:
+            metrics["work-flops"] = -3.0
+        g = msg.content["arrays"]["w"].numpy()
+        return Message(
+            RecordDict(
+                {"arrays": ArrayRecord({"w": Array(g + 1)}), "metrics": MetricRecord(metrics)}
+            ),
+            reply_to=msg,
+        )
+
+    random.seed(0)
+    grid = grid_of(app, 5)
+    result = run_rounds(
+        FedAvg(fraction_evaluate=0.0, min_available_nodes=5),
+        grid,
+        initial(),
+        LoopSettings(num_rounds=1),
+    )
+    row = result.rows[0]
+    assert (
+        row["num_rejected"] == 2
+        and "work-flops" in row["rejected"]
+        and "metric keys" in row["rejected"]
+    )
+    np.testing.assert_allclose(result.arrays["w"].numpy(), 1.0)

@@ -225,6 +225,8 @@ def test_tifl_with_plugged_in_aggregator_and_config_errors() -> None:
     assert result.rows[-1]["central_accuracy"] > result.rows[0]["central_accuracy"]
     with pytest.raises(ConfigError, match="aggregator"):
         tifl_config("uniform", aggregator="nope")
+    with pytest.raises(ConfigError, match="aggregator"):
+        tifl_config("uniform", aggregator="fedadam")  # needs its own configure_train state
     with pytest.raises(ConfigError, match="policy"):
         tifl_config("fastest")
 

@@ -70,7 +70,7 @@ def copy_recorddict(content: RecordDict) -> RecordDict:
                 }
             )
         else:
-            out[key] = copy.copy(record)
+            out[key] = copy.deepcopy(record)  # config/metric records: small, and mutable
     return out
 
 
@@ -346,6 +346,7 @@ class VirtualGrid(Grid):
             msg.metadata.created_at = sent_at
             return msg_id
 
+        msg.metadata.created_at = sent_at  # the ClientApp sees virtual time too
         reply = self._execute(msg, node_id)
         down = self._message_bytes(msg.content)
         up = payload_bytes(reply.content) if not reply.has_error() else 0
@@ -500,9 +501,9 @@ class VirtualGrid(Grid):
             ex.sent.append(o.node_id)
             if o.status == REPLIED:
                 ex.replied.append(o.node_id)
-            elif o.status == DEADLINE or (o.message_id in late):
-                ex.dropped.append(o.node_id)
-            else:
+            elif o.status == DEADLINE:
+                ex.dropped.append(o.node_id)  # it would have replied, but too late
+            else:  # crashed, lost (offline, failed, TTL) or expired
                 ex.failed[o.node_id] = o.error.splitlines()[0] if o.error else o.status
         self.exchanges.append(ex)
         return replies

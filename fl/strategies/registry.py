@@ -48,6 +48,21 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "bgmd": BlockGeometricMedian,
 }
 
+# Strategies whose aggregation another strategy (TiFL) may borrow: their aggregate_train needs
+# only the replies (and, for ours, the model sent, passed through `set_reference`). FedAvgM and
+# the FedOpt family keep server state set in their own configure_train, so they are not here.
+PLUGGABLE_AGGREGATORS = (
+    "fedavg",
+    "fedprox",
+    "fedmedian",
+    "fedtrimmedavg",
+    "krum",
+    "multikrum",
+    "bulyan",
+    "geomedian",
+    "bgmd",
+)
+
 # Filled in by build_strategy from the experiment, unless given as options.
 _INJECTED = ("clients_per_round", "num_rounds", "seed")
 
@@ -95,10 +110,11 @@ def check_strategy(name: str, options: Mapping[str, Any]) -> None:
     params = _parameters(name)
     if "aggregator" in options:
         agg = options["aggregator"]
-        if not isinstance(agg, str) or agg not in STRATEGIES or agg == name:
+        if not isinstance(agg, str) or agg not in PLUGGABLE_AGGREGATORS:
             raise ConfigError(
-                f"strategy.options.aggregator = {agg!r} is invalid: must name another strategy "
-                f"({', '.join(k for k in STRATEGIES if k != name)})"
+                f"strategy.options.aggregator = {agg!r} is invalid: must be one of "
+                f"{', '.join(PLUGGABLE_AGGREGATORS)} (aggregators whose aggregate_train needs "
+                "no state from their own configure_train)"
             )
         check_strategy(agg, options.get("aggregator_options", {}))
     for key in options:
@@ -106,6 +122,12 @@ def check_strategy(name: str, options: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"strategy.options.{key} is not an option of {name!r}; "
                 f"options: {', '.join(sorted(set(params) - _MANAGED))}"
+            )
+        if key in ("fraction_evaluate",) and not (
+            isinstance(options[key], int | float) and 0 <= options[key] <= 1
+        ):
+            raise ConfigError(
+                f"strategy.options.{key} = {options[key]!r} is invalid: must be in [0, 1]"
             )
         if key in _MANAGED:
             raise ConfigError(
@@ -139,7 +161,7 @@ def build_strategy(
     if "aggregator" in kwargs:
         agg_name = kwargs.pop("aggregator")
         kwargs["aggregator"] = build_strategy(
-            agg_name, kwargs.pop("aggregator_options", {}), num_nodes=num_nodes
+            agg_name, kwargs.pop("aggregator_options", {}), num_nodes=num_nodes, seed=seed
         )
     injected = {
         "clients_per_round": clients_per_round or num_nodes,

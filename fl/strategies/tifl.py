@@ -194,10 +194,13 @@ class TiFL(FedAvg):
             replies = list(grid.send_and_receive(msgs, timeout=self.t_max))
             lat = reply_latencies(msgs, replies)
             self.profile.record_round(nodes, lat)
-            if msgs:
+            if msgs:  # the round lasted until its last reply (of any kind), or its deadline
                 start = min(float(m.metadata.created_at) for m in msgs)
-                end = max([start + v for v in lat.values()] + [start])
-                self.profiling_time += self.t_max if len(lat) < len(nodes) else end - start
+                ends = [float(r.metadata.created_at) for r in replies]
+                answered = {int(r.metadata.src_node_id) for r in replies}
+                done = len(answered & set(nodes)) == len(nodes)
+                last = max(ends, default=start) - start
+                self.profiling_time += min(last, self.t_max) if done else self.t_max
         self._retier()
         self.profiled = True
 

@@ -9,6 +9,7 @@ and the robust strategies apply it themselves so they are safe on any grid.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable
 
 import numpy as np
@@ -31,6 +32,11 @@ def reply_problem(
     n = metrics[0][weighted_by_key]
     if not isinstance(n, int | float) or not math.isfinite(float(n)) or float(n) < 0:
         return f"{weighted_by_key} = {n!r} is not a finite number ≥ 0"
+    work = metrics[0].get("work-flops")
+    if work is not None and (
+        not isinstance(work, int | float) or not math.isfinite(float(work)) or float(work) < 0
+    ):
+        return f"work-flops = {work!r} is not a finite number ≥ 0"
     if reference is None:
         return None
     arrays = list(content.array_records.values())
@@ -63,7 +69,12 @@ def split_replies(
     replies: Iterable[Message], reference: ArrayRecord | None, weighted_by_key: str = "num-examples"
 ) -> tuple[list[Message], dict[int, str]]:
     """(replies fit to aggregate, rejected node → reason); error replies are kept (they are
-    failures the strategy counts)."""
+    failures the strategy counts).
+
+    Flower's strategies also need every reply to have the same record names and metric keys;
+    replies whose layout differs from the most common one (ties: the first seen) are rejected
+    rather than allowed to stop the run.
+    """
     keep: list[Message] = []
     rejected: dict[int, str] = {}
     for reply in replies:
@@ -72,4 +83,26 @@ def split_replies(
             keep.append(reply)
         else:
             rejected[int(reply.metadata.src_node_id)] = problem
+    layouts = [_layout(r) for r in keep]
+    counts = Counter(x for x in layouts if x is not None)
+    if counts:
+        common = max(counts, key=lambda x: (counts[x], -layouts.index(x)))
+        consistent = []
+        for reply, lay in zip(keep, layouts, strict=True):
+            if lay is None or lay == common:
+                consistent.append(reply)
+            else:
+                rejected[int(reply.metadata.src_node_id)] = (
+                    f"record names or metric keys {lay} differ from the other replies' {common}"
+                )
+        keep = consistent
     return keep, rejected
+
+
+def _layout(reply: Message) -> tuple[tuple[str, ...], str, tuple[str, ...]] | None:
+    """(ArrayRecord names, MetricRecord name, metric keys) of a content reply."""
+    if reply.has_error():
+        return None
+    content = reply.content
+    ((metric_name, metrics),) = content.metric_records.items()
+    return tuple(content.array_records), metric_name, tuple(sorted(metrics))
