@@ -136,9 +136,10 @@ def run_rounds(
         wants_eval = settings.federated_eval or getattr(strategy, "requires_evaluation", False)
         if wants_eval and (wait is None or wait(_needed_nodes(strategy, evaluate=True))):
             ev = list(strategy.configure_evaluate(rnd, arrays, settings.evaluate_config, grid))
-            ev_replies, _ = split_replies(
+            ev_replies, ev_rejected = split_replies(
                 grid.send_and_receive(ev, timeout=settings.timeout), None, weight_key
             )
+            row["fed_num_rejected"] = len(ev_rejected)
             row.update(_metrics(strategy.aggregate_evaluate(rnd, ev_replies), "fed_"))
         if central_eval is not None and (
             rnd % settings.eval_every == 0 or rnd == settings.num_rounds

@@ -318,3 +318,54 @@ def test_derive_seed_uses_all_bits() -> None:
 
     assert derive_seed(1, 2) != derive_seed(1 + 2**32, 2)
     assert derive_seed(1, 2) == derive_seed(1, 2) != derive_seed(2, 1)
+
+
+@pytest.mark.parametrize(
+    "tree",
+    [
+        {
+            "strategy": {
+                "name": "tifl",
+                "clients_per_round": 3,
+                "options": {"policy": "adaptive", "interval": 2, "t_max": 1e4},
+            },
+            "evaluation": {"free": True},
+        },
+        {
+            "strategy": {"name": "bgmd", "options": {"beta": 0.2, "selector": "sample"}},
+            "attack": {"kind": "alie", "fraction": 0.2},
+        },
+        {
+            "strategy": {"name": "geomedian"},
+            "attack": {"kind": "label_flip", "fraction": 0.3},
+            "devices": {
+                "kind": "mobile",
+                "flops_per_s": 1e7,
+                "compute_jitter": 0.3,
+                "availability": "onoff",
+                "mean_online_s": 50.0,
+                "mean_offline_s": 20.0,
+                "failure_prob": 0.1,
+            },
+        },
+    ],
+    ids=["tifl-adaptive", "bgmd-alie", "gm-labelflip-mobile"],
+)
+def test_strategies_are_bit_for_bit_deterministic(tmp_path: Path, tree: dict) -> None:
+    cfg = digits_config(num_nodes=12, rounds=5, model={"name": "logreg"}, **tree)
+    for name in ("a", "b"):
+        run_experiment(cfg, tmp_path / name)
+    assert (tmp_path / "a" / "messages.csv").read_bytes() == (
+        tmp_path / "b" / "messages.csv"
+    ).read_bytes()
+    sa, sb = (torch.load(tmp_path / n / "model.pt") for n in ("a", "b"))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    drop = {"wall_time", "aggregation_wall_s"}
+    ra, rb = (
+        [
+            {k: v for k, v in r.items() if k not in drop}
+            for r in read_csv(tmp_path / n / "rounds.csv")
+        ]
+        for n in ("a", "b")
+    )
+    assert ra == rb
