@@ -184,15 +184,10 @@ def test_bit_flip_breaks_fedavg_but_not_geometric_median() -> None:
 def test_quick_bgmd_experiment_shows_fedavg_collapse_and_gm_robustness(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """simulations/bgmd --quick (mean and GM only): bit flip ×(−5) on 20% and 40% of nodes."""
     import csv
-    import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).parents[1] / "simulations" / "bgmd" / "run.py"
-    spec = importlib.util.spec_from_file_location("bgmd_run", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    results = module.main(
+    from conftest import load_simulation
+
+    results = load_simulation("bgmd").main(
         ["--quick", "--workers", "1", "--aggregators", "mean", "gm", "--out", str(tmp_path)]
     )
     claims = {claim: ok for claim, ok, _ in results}

@@ -234,15 +234,9 @@ def test_tifl_with_plugged_in_aggregator_and_config_errors() -> None:
 @pytest.mark.slow
 def test_quick_experiment_meets_the_papers_targets(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """simulations/tifl --quick on IID and non-IID MNIST: the time ratios and accuracy gaps."""
-    import importlib.util
-    from pathlib import Path
+    from conftest import load_simulation
 
-    path = Path(__file__).parents[1] / "simulations" / "tifl" / "run.py"
-    spec = importlib.util.spec_from_file_location("tifl_run", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    results = module.main(
+    results = load_simulation("tifl").main(
         ["--quick", "--workers", "1", "--settings", "iid", "noniid", "--out", str(tmp_path)]
     )
     assert len(results) == 7

@@ -15,12 +15,12 @@ Usage: python simulations/bgmd/run.py [--quick] [--workers N] [--seeds 0 1 2] [-
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from fl.sweep import run_jobs, write_summary
 
 HERE = Path(__file__).parent
 ATTACKS = {
@@ -193,18 +193,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
         for g in args.aggregators
         for s in seeds
     ]
-    if args.workers > 1:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) as pool:
-            rows = list(pool.map(run_one, jobs))
-    else:
-        rows = [run_one(j) for j in jobs]
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "summary.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    rows = run_jobs(run_one, jobs, args.workers)
+    write_summary(out, rows)
     cells = summarise(rows)
     plot_time_vs_accuracy(cells, attacks, out / "accuracy_vs_aggregation_time.png")
     results = checks(cells)

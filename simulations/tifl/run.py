@@ -19,11 +19,11 @@ Usage: python simulations/tifl/run.py [--quick] [--workers N] [--out DIR]
 from __future__ import annotations
 
 import argparse
-import csv
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from fl.sweep import run_jobs, write_summary
 
 HERE = Path(__file__).parent
 SETTINGS = {
@@ -147,18 +147,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
         for s in args.settings
         for p in POLICIES
     ]
-    if args.workers > 1:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) as pool:
-            rows = list(pool.map(run_one, jobs))
-    else:
-        rows = [run_one(j) for j in jobs]
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "summary.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    rows = run_jobs(run_one, jobs, args.workers)
+    write_summary(out, rows)
     from fl.config import load_config
     from fl.plots import plot_runs
 
