@@ -10,6 +10,7 @@ Writes results/bgmd[-quick]/<attack>/<aggregator>/seed<k>/ (each run's folder),
 results/bgmd[-quick]/summary.csv, table.md and accuracy_vs_aggregation_time.png.
 
 Usage: python simulations/bgmd/run.py [--quick] [--workers N] [--seeds 0 1 2] [--out DIR]
+       [--attacks ...] [--aggregators ...] [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -183,9 +184,9 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
     )
     args = parser.parse_args(argv)
     out = args.out or Path("results/bgmd-quick" if args.quick else "results/bgmd")
-    attacks = QUICK["attacks"] if args.quick else list(ATTACKS)
+    attacks = args.attacks or (QUICK["attacks"] if args.quick else list(ATTACKS))
     seeds = QUICK["seeds"] if args.quick else args.seeds
-    base = QUICK["overrides"] if args.quick else []
+    base = [*(QUICK["overrides"] if args.quick else []), *args.overrides]
     n = 16 if args.quick else 20
     jobs = [
         (a, g, s, [*base, *job_overrides(a, g, n)], str(out))
