@@ -182,6 +182,14 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
     parser.add_argument(
         "--aggregators", nargs="+", default=list(AGGREGATORS), choices=list(AGGREGATORS)
     )
+    parser.add_argument("--attacks", nargs="+", default=None, choices=list(ATTACKS))
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="extra config override for every run, e.g. --set rounds=200",
+    )
     args = parser.parse_args(argv)
     out = args.out or Path("results/bgmd-quick" if args.quick else "results/bgmd")
     attacks = args.attacks or (QUICK["attacks"] if args.quick else list(ATTACKS))
