@@ -163,15 +163,11 @@ def build_strategy(
         kwargs["aggregator"] = build_strategy(
             agg_name, kwargs.pop("aggregator_options", {}), num_nodes=num_nodes, seed=seed
         )
-    injected = {
-        "clients_per_round": clients_per_round or num_nodes,
-        "num_rounds": num_rounds,
-        "seed": seed,
-    }
+    k = clients_per_round or num_nodes
+    injected = {"clients_per_round": k, "num_rounds": num_rounds, "seed": seed}
     for key in _INJECTED:
         if key in params and key not in kwargs and injected[key] is not None:
             kwargs[key] = injected[key]
-    k = clients_per_round or num_nodes
     kwargs["fraction_train"] = k / num_nodes
     kwargs["min_train_nodes"] = k if clients_per_round else 1
     kwargs["min_available_nodes"] = k if clients_per_round else 1

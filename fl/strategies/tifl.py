@@ -175,10 +175,6 @@ class TiFL(FedAvg):
             return np.asarray(dirichlet_credits(num_rounds, m, skew, self.rng), dtype=float)
         return np.asarray(equal_credits(num_rounds, m), dtype=float)
 
-    def summary(self) -> None:
-        """Log the configuration (Flower calls this from `start`)."""
-        super().summary()
-
     # -------------------------------------------------------------- profiling
     def _profile(self, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> None:
         """Profile every available node's latency, then tier them (timestamps only)."""
