@@ -13,6 +13,7 @@ virtual grid divides by the device's speed to get compute time.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,6 +32,8 @@ from fl.models import (
     train_flops_per_example,
 )
 from fl.sim.attacks import corrupt_data, data_attack_from_config
+from fl.sim.grid import COMPUTE_S_KEY
+from fl.strategies.asynchronous import LABEL_COUNTS_KEY
 from fl.training import LocalTraining, derive_seed, evaluate, train_local
 
 app = ClientApp()
@@ -129,17 +132,40 @@ def train(msg: Message, context: Context) -> Message:
     attack = data_attack_from_config(request or {})
     if attack is not None:  # a Byzantine wrapper asked this node to poison its own data
         x_tr, y_tr = corrupt_data(x_tr, y_tr, attack, ws.data.num_classes, seed)
-    stats = train_local(ws.model, x_tr, y_tr, hp, seed)
+    t0 = time.perf_counter()
+    stats = train_local(ws.model, x_tr, y_tr, hp, seed, num_classes=_label_classes(ws))
+    compute_s = time.perf_counter() - t0
     metrics = MetricRecord(
         {
             "train_loss": stats.loss,
             "num-examples": len(y_tr),
             "examples-processed": stats.examples,
             "work-flops": stats.examples * ws.train_flops,
+            # Measured on the device; the virtual grid replaces it with the virtual time.
+            COMPUTE_S_KEY: compute_s,
         }
     )
+    if stats.label_counts:
+        metrics[LABEL_COUNTS_KEY] = stats.label_counts
     content = RecordDict({"arrays": ArrayRecord(ws.model.state_dict()), "metrics": metrics})
     return Message(content=content, reply_to=msg)
+
+
+def _label_classes(ws: Workspace) -> int:
+    """Classes to count labels over (0 for next-character models: no label vector)."""
+    return 0 if ws.data.vocab_size else int(ws.data.num_classes)
+
+
+@app.query()
+def device_features(msg: Message, context: Context) -> Message:
+    """Reply with what this device says about itself (`device.<name>` entries of its node
+    config): the features a profiler such as I-Prof predicts speed from."""
+    feats = {
+        k: float(v)
+        for k, v in context.node_config.items()
+        if k.startswith("device.") and isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    return Message(content=RecordDict({"features": MetricRecord(feats)}), reply_to=msg)
 
 
 @app.evaluate()

@@ -16,12 +16,14 @@ from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp.strategy import Strategy
 
 from fl import client
+from fl.async_rounds import AsyncSettings, run_async
 from fl.config import ExperimentConfig
 from fl.results import write_results
 from fl.rounds import LoopResult, LoopSettings, run_rounds
 from fl.sim.attacks import ByzantineClientApp, malicious_nodes
 from fl.sim.devices import DeviceProfile, make_population
 from fl.sim.grid import FIRST_NODE_ID, VirtualGrid
+from fl.strategies.asynchronous import AsyncStrategy
 from fl.strategies.registry import build_strategy
 from fl.training import evaluate
 
@@ -161,14 +163,25 @@ def run_experiment(
     bar = _progress(cfg, progress)
     seed_everything(cfg.seed)  # the same RNG state whatever the set-up did
     grid.activate()
-    result: LoopResult = run_rounds(
-        strategy,
-        grid,
-        initial,
-        settings,
-        central_eval=central_evaluator(ws) if cfg.evaluation.central else None,
-        on_round=bar,
-    )
+    central = central_evaluator(ws) if cfg.evaluation.central else None
+    result: LoopResult
+    if isinstance(strategy, AsyncStrategy):  # `rounds` counts model updates
+        result = run_async(
+            strategy,
+            grid,
+            initial,
+            AsyncSettings(
+                max_updates=cfg.rounds,
+                timeout=cfg.round_timeout_s,
+                time_budget=cfg.time_budget_s,
+                eval_every=cfg.evaluation.every,
+                train_config=settings.train_config,
+            ),
+            central_eval=central,
+            on_update=bar,
+        )
+    else:
+        result = run_rounds(strategy, grid, initial, settings, central_eval=central, on_round=bar)
     if hasattr(bar, "close"):
         bar.close()  # type: ignore[union-attr]
     wall = time.perf_counter() - wall0

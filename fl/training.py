@@ -7,7 +7,7 @@ bare-loop baseline share exactly the same loops.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ class TrainStats:
     loss: float  # mean training loss over processed examples
     examples: int  # examples passed through forward + backward
     steps: int
+    label_counts: list[int] = field(default_factory=list)  # labels of the processed examples
 
 
 def derive_seed(*parts: int) -> int:
@@ -71,9 +72,17 @@ def batch_schedule(n: int, hp: LocalTraining, gen: torch.Generator) -> list[torc
 
 
 def train_local(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, hp: LocalTraining, seed: int
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    hp: LocalTraining,
+    seed: int,
+    num_classes: int = 0,
 ) -> TrainStats:
-    """Train `model` in place with mini-batch SGD on (x, y); deterministic in `seed`."""
+    """Train `model` in place with mini-batch SGD on (x, y); deterministic in `seed`.
+
+    With `num_classes` > 0 the stats count the labels of the examples processed (FLeet's
+    label vector)."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout and other in-model randomness
     model.train()
@@ -81,8 +90,11 @@ def train_local(
     anchor = [p.detach().clone() for p in params] if hp.proximal_mu > 0 else None
     opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
     loss_sum, examples, steps = 0.0, 0, 0
+    counts = torch.zeros(max(num_classes, 0), dtype=torch.long)
     for idx in batch_schedule(len(y), hp, gen):
         xb, yb = x[idx], y[idx]
+        if num_classes > 0:
+            counts += torch.bincount(yb.reshape(-1), minlength=num_classes)[:num_classes]
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(xb), yb)
         loss_sum += float(loss.detach()) * len(idx)
@@ -94,7 +106,10 @@ def train_local(
         examples += len(idx)
         steps += 1
     return TrainStats(
-        loss=loss_sum / examples if examples else math.nan, examples=examples, steps=steps
+        loss=loss_sum / examples if examples else math.nan,
+        examples=examples,
+        steps=steps,
+        label_counts=[int(c) for c in counts],
     )
 
 

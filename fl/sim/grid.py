@@ -51,6 +51,11 @@ from fl.sim.outcomes import (
 WORK_FLOPS_KEY = "work-flops"
 """Metric a ClientApp reports: floating-point operations its task performed (time model)."""
 
+COMPUTE_S_KEY = "compute-s"
+"""Metric a ClientApp reports: seconds its computation took on the device. The virtual grid
+replaces the host's measurement with the device's virtual compute time (what the simulated
+device's own stopwatch would read), so profilers such as I-Prof see the simulated device."""
+
 FIRST_NODE_ID = 1001  # node ids must differ from SUPERLINK_NODE_ID (1)
 
 
@@ -106,7 +111,8 @@ class VirtualGrid(Grid):
         The Flower ClientApp every node runs (attacks wrap it per node via `client_app_for`).
     devices:
         One `DeviceProfile` per node; node i gets node id `FIRST_NODE_ID + i` and
-        `node_config = {"partition-id": i, "num-partitions": N}`, as Flower's simulation does.
+        `node_config = {"partition-id": i, "num-partitions": N}`, as Flower's simulation does,
+        plus the device's observable features as `device.<name>` (what a phone would report).
     run_config:
         Becomes every node's `context.run_config` (scalars only, as in Flower).
     seed:
@@ -219,7 +225,11 @@ class VirtualGrid(Grid):
             ctx = Context(
                 run_id=self._run.run_id,
                 node_id=node_id,
-                node_config={"partition-id": idx, "num-partitions": self.num_nodes},
+                node_config={
+                    "partition-id": idx,
+                    "num-partitions": self.num_nodes,
+                    **{f"device.{k}": v for k, v in self.devices[idx].features.items()},
+                },
                 state=RecordDict(),
                 run_config=dict(self._run_config),
             )
@@ -364,6 +374,10 @@ class VirtualGrid(Grid):
         else:
             download_s, compute_s, upload_s = lat.download, lat.compute, lat.upload
         outcome.download_s, outcome.compute_s, outcome.upload_s = download_s, compute_s, upload_s
+        if not reply.has_error():
+            for rec in reply.content.metric_records.values():
+                if COMPUTE_S_KEY in rec:
+                    rec[COMPUTE_S_KEY] = compute_s
         outcome.down_bytes, outcome.up_bytes, outcome.work_flops = down, up, work
         finish = sent_at + download_s + compute_s + upload_s
         msg.metadata.created_at = sent_at

@@ -1,11 +1,26 @@
 """Server strategies: Flower message-API strategies, importable into any Flower app.
 
-`TiFL` (tier-based selection), `GeometricMedian` (RFA) and `BlockGeometricMedian` (BGMD).
-The registry (`fl.strategies.registry`) also exposes every
-stock Flower strategy by name for configs.
+Synchronous: `TiFL` (tier-based selection), `GeometricMedian` (RFA) and `BlockGeometricMedian`
+(BGMD). Asynchronous (run by their own `start`, a push/pull loop over any Flower Grid): `AdaSGD`
+(FLeet), `DynSGD`, `AsyncSGD`, `FedAsync` and `FedBuff`. The registry
+(`fl.strategies.registry`) also exposes every stock Flower strategy by name for configs.
 """
 
+from fl.strategies.adasgd import AdaSGD, AsyncSGD, DynSGD
+from fl.strategies.asynchronous import AsyncStrategy
+from fl.strategies.fedasync import FedAsync
+from fl.strategies.fedbuff import FedBuff
 from fl.strategies.geomedian import BlockGeometricMedian, GeometricMedian
 from fl.strategies.tifl import TiFL
 
-__all__ = ["BlockGeometricMedian", "GeometricMedian", "TiFL"]
+__all__ = [
+    "AdaSGD",
+    "AsyncSGD",
+    "AsyncStrategy",
+    "BlockGeometricMedian",
+    "DynSGD",
+    "FedAsync",
+    "FedBuff",
+    "GeometricMedian",
+    "TiFL",
+]

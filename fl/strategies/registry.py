@@ -28,6 +28,10 @@ from flwr.serverapp.strategy import (
 )
 
 from fl.schema import ConfigError
+from fl.strategies.adasgd import AdaSGD, AsyncSGD, DynSGD
+from fl.strategies.asynchronous import AsyncStrategy
+from fl.strategies.fedasync import FedAsync
+from fl.strategies.fedbuff import FedBuff
 from fl.strategies.geomedian import BlockGeometricMedian, GeometricMedian
 from fl.strategies.tifl import TiFL
 
@@ -46,7 +50,18 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "tifl": TiFL,
     "geomedian": GeometricMedian,
     "bgmd": BlockGeometricMedian,
+    "adasgd": AdaSGD,
+    "dynsgd": DynSGD,
+    "asyncsgd": AsyncSGD,
+    "fedasync": FedAsync,
+    "fedbuff": FedBuff,
 }
+
+ASYNC_STRATEGIES = tuple(
+    name
+    for name, factory in STRATEGIES.items()
+    if isinstance(factory, type) and issubclass(factory, AsyncStrategy)
+)
 
 # Strategies whose aggregation another strategy (TiFL) may borrow: their aggregate_train needs
 # only the replies (and, for ours, the model sent, passed through `set_reference`). FedAvgM and
@@ -63,8 +78,9 @@ PLUGGABLE_AGGREGATORS = (
     "bgmd",
 )
 
-# Filled in by build_strategy from the experiment, unless given as options.
-_INJECTED = ("clients_per_round", "num_rounds", "seed")
+# Filled in by build_strategy from the experiment, unless given as options. An asynchronous
+# strategy's `concurrency` (nodes kept busy) is the config's clients_per_round.
+_INJECTED = ("clients_per_round", "concurrency", "num_rounds", "seed")
 
 
 class _DropExpectedWarnings(logging.Filter):
@@ -164,13 +180,14 @@ def build_strategy(
             agg_name, kwargs.pop("aggregator_options", {}), num_nodes=num_nodes, seed=seed
         )
     k = clients_per_round or num_nodes
-    injected = {"clients_per_round": k, "num_rounds": num_rounds, "seed": seed}
+    injected = {"clients_per_round": k, "concurrency": k, "num_rounds": num_rounds, "seed": seed}
     for key in _INJECTED:
         if key in params and key not in kwargs and injected[key] is not None:
             kwargs[key] = injected[key]
-    kwargs["fraction_train"] = k / num_nodes
-    kwargs["min_train_nodes"] = k if clients_per_round else 1
-    kwargs["min_available_nodes"] = k if clients_per_round else 1
+    if "fraction_train" in params:
+        kwargs["fraction_train"] = k / num_nodes
+        kwargs["min_train_nodes"] = k if clients_per_round else 1
+        kwargs["min_available_nodes"] = k if clients_per_round else 1
     if "fraction_evaluate" in params and "fraction_evaluate" not in options:
         kwargs["fraction_evaluate"] = federated_eval_fraction
     if "min_evaluate_nodes" in params and "min_evaluate_nodes" not in options:

@@ -1,0 +1,165 @@
+"""The asynchronous server loop: keep nodes busy, apply updates as they arrive.
+
+It uses only Flower's Grid API (`get_node_ids`, `push_messages`, `pull_messages`), so it runs
+on the virtual grid and on Flower's own engines. On the virtual grid `pull_messages` jumps the
+clock to the next arrival, so the event order depends only on the seed and the device profiles;
+on a real grid the loop polls.
+
+Each iteration: hand the current model to idle nodes until `concurrency` are busy
+(`strategy.configure_train`), pull the replies that have arrived (all those arriving at the same
+instant), feed them to the strategy one at a time in arrival order, evaluate centrally every
+`eval_every` model updates, repeat until `max_updates` model updates or the time budget. Work
+is dispatched after all replies of an instant are processed, so with buffer = concurrency =
+cohort and equal devices the loop is synchronous FedAvg (a test checks it).
+
+One row per model update: version (`round`), virtual and wall time, the nodes in the window,
+their mean and max staleness, the mean weight, and whatever the strategy logs (AdaSGD: τ_thres,
+β, boosts, similarity).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+
+from fl.rounds import CentralEval, LoopResult, _clock, _prefixed
+from fl.strategies.asynchronous import AsyncStrategy, as_features
+
+
+@dataclass
+class AsyncSettings:
+    """Stopping rule and bookkeeping of the asynchronous loop."""
+
+    max_updates: int
+    timeout: float = 3600.0  # TTL of each task, seconds of the grid's clock
+    time_budget: float = 0.0  # stop once the clock passes this (0: none)
+    eval_every: int = 10  # model updates between central evaluations
+    train_config: ConfigRecord = field(default_factory=ConfigRecord)
+    poll_interval: float = 0.05  # wall seconds between polls on a real grid
+    retry_after: float = 60.0  # seconds a node whose task failed gets no new work
+
+
+def query_features(strategy: AsyncStrategy, grid: Any, timeout: float) -> None:
+    """Ask every online node for its device features (for I-Prof), once, at the start."""
+    nodes = sorted(grid.get_node_ids())
+    msgs = [
+        Message(RecordDict(), n, MessageType.QUERY, group_id="features", ttl=timeout) for n in nodes
+    ]
+    for reply in grid.send_and_receive(msgs, timeout=timeout):
+        if reply.has_error():
+            continue
+        for rec in reply.content.metric_records.values():
+            feats = as_features(rec)
+            if feats:
+                strategy.features[int(reply.metadata.src_node_id)] = feats
+
+
+def run_async(
+    strategy: AsyncStrategy,
+    grid: Any,
+    initial_arrays: ArrayRecord,
+    settings: AsyncSettings,
+    central_eval: CentralEval | None = None,
+    on_update: Callable[[dict[str, Any]], None] | None = None,
+) -> LoopResult:
+    """Run `strategy` asynchronously on `grid`; return the final model and one row per update."""
+    if settings.max_updates < 1:
+        raise ValueError(f"max_updates = {settings.max_updates} is invalid: must be ≥ 1")
+    clock = _clock(grid)
+    wall0 = time.perf_counter()
+    strategy.initialize(initial_arrays)
+    rows: list[dict[str, Any]] = []
+    if central_eval is not None:
+        row0: dict[str, Any] = {"round": 0, "virtual_time": clock(), "wall_time": 0.0}
+        row0.update(_prefixed(central_eval(0, initial_arrays), "central_"))
+        rows.append(row0)
+        if on_update:
+            on_update(row0)
+    if strategy.profiler is not None:
+        query_features(strategy, grid, settings.timeout)
+    in_flight: dict[str, int] = {}  # message id → node id
+    stop_reason = "updates"
+    failed: dict[int, str] = {}
+
+    def dispatch() -> None:
+        msgs = list(strategy.configure_train(strategy.version + 1, initial_arrays,
+                                             settings.train_config, grid))  # fmt: skip
+        for m in msgs:
+            m.metadata.ttl = settings.timeout
+        for mid, m in zip(grid.push_messages(msgs), msgs, strict=True):
+            if mid:
+                in_flight[mid] = int(m.metadata.dst_node_id)
+            else:  # the grid refused it: the node is free again
+                strategy.release(int(m.metadata.dst_node_id))
+
+    wait = getattr(grid, "wait_for_nodes", None)
+    while strategy.version < settings.max_updates:
+        if settings.time_budget and clock() >= settings.time_budget:
+            stop_reason = "time budget"
+            break
+        dispatch()
+        if not in_flight:  # nobody busy: every node is offline or resting
+            if wait is None:
+                time.sleep(settings.poll_interval)
+                continue
+            online = set(grid.get_node_ids())
+            rest_ends = [t for n, t in strategy.resting.items() if n in online and t > clock()]
+            if rest_ends:
+                grid.advance_to(min(rest_ends))
+            elif not wait(len(online) + 1):  # wait in virtual time for one more node
+                stop_reason = "no node will ever be online"
+                break
+            continue
+        replies = grid.pull_messages(list(in_flight))
+        if not replies:
+            time.sleep(settings.poll_interval)  # only on a real grid: the virtual one jumps
+            continue
+        for reply in replies:
+            node = in_flight.pop(reply.metadata.reply_to_message_id, None)
+            if node is None:
+                continue
+            if reply.has_error():
+                strategy.release(node)
+                strategy.rest(node, clock() + settings.retry_after)
+                failed[node] = (reply.error.reason or "").splitlines()[0]
+                continue
+            updated = strategy.receive(node, reply)
+            if not updated:
+                continue
+            for info in strategy.update_log:
+                row = dict(info)
+                row["virtual_time"] = clock()
+                row["wall_time"] = time.perf_counter() - wall0
+                row["num_failed"] = len(failed)
+                row["failed"] = "; ".join(f"{n}: {why}" for n, why in sorted(failed.items()))
+                row["num_rejected"] = len(strategy.rejected)
+                row["rejected"] = "; ".join(f"{n}: {why}" for n, why in strategy.rejected)
+                failed.clear()
+                strategy.rejected.clear()
+                v = int(row["round"])
+                if central_eval is not None and (
+                    v % settings.eval_every == 0 or v == settings.max_updates
+                ):
+                    assert strategy.arrays is not None
+                    row.update(_prefixed(central_eval(v, strategy.arrays), "central_"))
+                rows.append(row)
+                if on_update:
+                    on_update(row)
+            strategy.update_log.clear()
+            if strategy.version >= settings.max_updates:
+                break
+    # Work still in flight is abandoned (as a server that stops would).
+    drop = getattr(grid, "drop", None)
+    if drop is not None:
+        drop(list(in_flight))
+    for node in in_flight.values():
+        strategy.release(node)
+    assert strategy.arrays is not None
+    last = rows[-1] if rows else None
+    if central_eval is not None and last is not None and "central_accuracy" not in last:
+        last.update(_prefixed(central_eval(int(last["round"]), strategy.arrays), "central_"))
+    return LoopResult(arrays=strategy.arrays, rows=rows, stop_reason=stop_reason)

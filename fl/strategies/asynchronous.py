@@ -1,0 +1,415 @@
+"""The common part of asynchronous strategies: versions, staleness, a buffer of M updates.
+
+An asynchronous strategy keeps `concurrency` nodes busy. Each node is sent the current model
+tagged with its version; when its reply arrives, its staleness is τ = current version − version
+it was sent (model versions, never seconds). Replies are buffered; once `buffer_size` (M) are in,
+the strategy applies them in one model update and the version grows by one (M = 1: fully
+asynchronous; M > 1: FedBuff-style). What differs between AdaSGD, DynSGD, FedAsync and FedBuff is
+only the weight of each update (`update_weight`) and how a window is applied (`apply_window`).
+
+What a client reports: its trained model, as every Flower ClientApp does (so the same client serves
+synchronous strategies). The strategy takes the model delta Δ = w_client − w_sent against the exact
+version the node was sent; after one local SGD step this is −lr × the mini-batch gradient FLeet's
+clients send, and after several steps the summed steps (FLeet sums its E step-gradients). The reply
+also carries `label-counts` (labels of the examples the node trained on) and `work-flops`.
+
+The strategy is a Flower `Strategy`: `start(grid=...)` runs the push/pull loop of
+`fl.async_rounds.run_async` on any Flower Grid (the virtual grid, or Flower's own engines), with
+`num_rounds` counting model updates. `configure_train` hands work to idle nodes and
+`aggregate_train` takes replies, so a custom loop can drive it too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Result, Strategy
+
+from fl.strategies.flatten import Layout, flatten, layout_of, unflatten
+from fl.strategies.validation import reply_problem
+
+WEIGHTINGS = ("uniform", "examples")
+LABEL_COUNTS_KEY = "label-counts"
+VERSION_KEY = "model-version"
+
+
+@dataclass
+class Task:
+    """Work handed to one node: the model version it was sent and when."""
+
+    node_id: int
+    version: int
+    arrays: ArrayRecord
+    sent_at: float
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Update:
+    """One accepted client update, ready to be weighted and applied."""
+
+    node_id: int
+    version: int  # the version the node trained on
+    staleness: int  # τ at the time the window is applied
+    model: torch.Tensor  # w_client, flat (float64)
+    delta: torch.Tensor  # w_client − w_sent
+    num_examples: float
+    label_counts: np.ndarray | None
+    metrics: dict[str, float]
+    reply: Message
+
+
+def _check(ok: bool, name: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ValueError(f"{name} = {value!r} is invalid: must be {rule}")
+
+
+class AsyncStrategy(Strategy):
+    """Asynchronous (buffered) aggregation of model deltas weighted by their staleness.
+
+    Parameters
+    ----------
+    concurrency: nodes kept busy at once.
+    buffer_size: M, updates per model update (1 = fully asynchronous).
+    server_lr: η, scales the applied (weighted, averaged) delta.
+    lr_decay: the server rate at version v is η / (1 + v) ** lr_decay (FLeet uses 0.3).
+    weighting: "uniform" averages the window's weighted deltas (FLeet, FedBuff); "examples"
+        weights them by `num-examples` too (FedAvg's weights).
+    max_staleness: updates staler than this are dropped (None: never).
+    profiler: optional batch-size chooser (I-Prof) called for every request and every reply.
+    seed: seeds which idle nodes get work.
+    """
+
+    def __init__(
+        self,
+        *,
+        concurrency: int = 10,
+        buffer_size: int = 1,
+        server_lr: float = 1.0,
+        lr_decay: float = 0.0,
+        weighting: str = "uniform",
+        max_staleness: int | None = None,
+        profiler: Any = None,
+        seed: int = 0,
+    ) -> None:
+        _check(int(concurrency) == concurrency and concurrency >= 1, "concurrency",
+               concurrency, "an integer ≥ 1")  # fmt: skip
+        _check(int(buffer_size) == buffer_size and buffer_size >= 1, "buffer_size",
+               buffer_size, "an integer ≥ 1")  # fmt: skip
+        _check(math.isfinite(server_lr) and server_lr > 0, "server_lr", server_lr, "> 0")
+        _check(math.isfinite(lr_decay) and lr_decay >= 0, "lr_decay", lr_decay, "≥ 0")
+        _check(weighting in WEIGHTINGS, "weighting", weighting, f"one of {WEIGHTINGS}")
+        _check(max_staleness is None or max_staleness >= 0, "max_staleness", max_staleness,
+               "None or ≥ 0")  # fmt: skip
+        self.concurrency = int(concurrency)
+        self.buffer_size = int(buffer_size)
+        self.server_lr = float(server_lr)
+        self.lr_decay = float(lr_decay)
+        self.weighting = weighting
+        self.max_staleness = max_staleness
+        self.profiler = profiler
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(seed)
+        # State.
+        self.version = 0
+        self.arrays: ArrayRecord | None = None
+        self.layout: Layout | None = None
+        self.weights: torch.Tensor | None = None  # the current model, flat, float64
+        self.tasks: dict[int, Task] = {}  # node id → its task in flight
+        self.buffer: list[Update] = []
+        self.label_totals: np.ndarray | None = None  # labels of all applied updates
+        self.num_labels = 0  # length of the label counts replies carry (0: none yet)
+        self.staleness_counts: dict[int, int] = {}  # τ → how many updates had it
+        self.features: dict[int, dict[str, float]] = {}
+        self.resting: dict[int, float] = {}  # node id → clock time it may get work again
+        self.rejected: list[tuple[int, str]] = []
+        self.update_log: list[dict[str, Any]] = []  # one entry per model update (drained)
+
+    # ----------------------------------------------------------------- model
+    def initialize(self, arrays: ArrayRecord) -> None:
+        """Start from `arrays` at version 0."""
+        self.arrays = arrays
+        self.layout = layout_of(arrays)
+        self.weights = flatten(arrays, self.layout, torch.float64)
+        self.version = 0
+
+    def _ensure(self, arrays: ArrayRecord) -> None:
+        if self.arrays is None:
+            self.initialize(arrays)
+
+    def server_rate(self) -> float:
+        """η / (1 + v) ** lr_decay at the current version v."""
+        return self.server_lr / (1.0 + self.version) ** self.lr_decay
+
+    # ------------------------------------------------------------- dispatch
+    def idle_nodes(self, grid: Grid) -> list[int]:
+        """Online nodes with no task in flight and not resting after a failure, in id order."""
+        now = float(getattr(grid, "now", math.inf))
+        return [
+            n
+            for n in sorted(grid.get_node_ids())
+            if n not in self.tasks and self.resting.get(n, -math.inf) <= now
+        ]
+
+    def rest(self, node_id: int, until: float) -> None:
+        """Give `node_id` no work before `until` (grid clock): a node whose task just failed
+        is not handed the next one at the same instant."""
+        self.resting[node_id] = until
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Give the current model to idle nodes until `concurrency` are busy.
+
+        `arrays` seeds the model the first time only; afterwards the strategy's own current
+        model is sent. `server_round` is ignored: the version tags the work.
+        """
+        self._ensure(arrays)
+        free = self.concurrency - len(self.tasks)
+        idle = self.idle_nodes(grid)
+        if free <= 0 or not idle:
+            return []
+        picks = self.rng.choice(len(idle), size=min(free, len(idle)), replace=False)
+        now = float(getattr(grid, "now", 0.0))
+        return [self.request(idle[int(i)], config, now) for i in picks]
+
+    def request(self, node_id: int, config: ConfigRecord, now: float = 0.0) -> Message:
+        """A train message for `node_id` carrying the current model and version."""
+        assert self.arrays is not None, "initialize() first"
+        cfg = dict(config)
+        cfg["server-round"] = self.version + 1
+        cfg[VERSION_KEY] = self.version
+        if self.profiler is not None:
+            cfg.update(self.profiler.request(node_id, self.features.get(node_id), cfg))
+        self.tasks[node_id] = Task(node_id, self.version, self.arrays, now, cfg)
+        content = RecordDict({"arrays": self.arrays, "config": ConfigRecord(cfg)})
+        return Message(content, node_id, MessageType.TRAIN, group_id=f"v{self.version}")
+
+    def release(self, node_id: int) -> Task | None:
+        """Forget `node_id`'s task (its reply was lost); the node becomes idle."""
+        return self.tasks.pop(node_id, None)
+
+    # ------------------------------------------------------------- receive
+    def receive(self, node_id: int, reply: Message) -> bool:
+        """Take one reply; True if it completed a window and the model was updated."""
+        task = self.tasks.pop(node_id, None)
+        if task is None:
+            self.rejected.append((node_id, "reply from a node with no task in flight"))
+            return False
+        if reply.has_error():
+            return False
+        problem = reply_problem(reply, task.arrays)
+        counts = None
+        if problem is None:
+            metrics = next(iter(reply.content.metric_records.values()))
+            counts, problem = _label_counts(metrics.get(LABEL_COUNTS_KEY))
+            if counts is not None and self.num_labels and len(counts) != self.num_labels:
+                problem = (
+                    f"{LABEL_COUNTS_KEY} has {len(counts)} classes, earlier replies "
+                    f"{self.num_labels}"
+                )
+        if problem is not None:
+            self.rejected.append((node_id, problem))
+            return False
+        if counts is not None:
+            self.num_labels = len(counts)
+        assert self.layout is not None
+        rec = next(iter(reply.content.array_records.values()))
+        model = flatten(rec, self.layout, torch.float64)
+        delta = model - flatten(task.arrays, self.layout, torch.float64)
+        metrics = next(iter(reply.content.metric_records.values()))
+        scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        if self.profiler is not None:
+            self.profiler.observe(node_id, self.features.get(node_id), task.config, scalars)
+        self.buffer.append(
+            Update(
+                node_id=node_id,
+                version=task.version,
+                staleness=self.version - task.version,
+                model=model,
+                delta=delta,
+                num_examples=float(scalars.get("num-examples", 1.0)),
+                label_counts=counts,
+                metrics=scalars,
+                reply=reply,
+            )
+        )
+        if len(self.buffer) < self.buffer_size:
+            return False
+        self._apply_buffer()
+        return True
+
+    def _apply_buffer(self) -> None:
+        window, self.buffer = self.buffer, []
+        for u in window:
+            u.staleness = self.version - u.version
+        kept = [
+            u for u in window if self.max_staleness is None or u.staleness <= self.max_staleness
+        ]
+        info: dict[str, Any] = {
+            "round": self.version + 1,
+            "window": len(window),
+            "dropped_stale": len(window) - len(kept),
+            "nodes": " ".join(str(u.node_id) for u in window),
+            "staleness": float(np.mean([u.staleness for u in window])),
+            "max_staleness": max(u.staleness for u in window),
+            "server_lr": self.server_rate(),
+        }
+        weights: list[float] = []
+        for u in kept:
+            w, extra = self.update_weight(u)
+            weights.append(w)
+            for k, v in extra.items():
+                info.setdefault(k, []).append(v)
+        for k in list(info):
+            if isinstance(info[k], list):
+                info[k] = float(np.mean(info[k]))
+        info["weight"] = float(np.mean(weights)) if weights else math.nan
+        assert self.weights is not None and self.layout is not None and self.arrays is not None
+        if kept:
+            self.weights = self.apply_window(kept, weights)
+            self.arrays = unflatten(self.weights, self.layout, self.arrays)
+        for u in window:
+            self.staleness_counts[u.staleness] = self.staleness_counts.get(u.staleness, 0) + 1
+        for u in kept:
+            if u.label_counts is not None:
+                if self.label_totals is None:
+                    self.label_totals = np.zeros(len(u.label_counts))
+                self.label_totals += u.label_counts
+        self.version += 1
+        self.update_log.append(info)
+
+    # ------------------------------------------------------- policy pieces
+    def update_weight(self, update: Update) -> tuple[float, dict[str, float]]:
+        """Weight λ of one update (and any per-update info to log). Plain async SGD: 1."""
+        return 1.0, {}
+
+    def apply_window(self, window: list[Update], weights: list[float]) -> torch.Tensor:
+        """w + η_v · mean_i(λ_i Δ_i) (or the num-examples-weighted mean)."""
+        assert self.weights is not None
+        if self.weighting == "examples":
+            total = sum(u.num_examples for u in window)
+            shares = [u.num_examples / total if total > 0 else 1.0 / len(window) for u in window]
+        else:
+            shares = [1.0 / len(window)] * len(window)
+        step = torch.zeros_like(self.weights)
+        for u, lam, share in zip(window, weights, shares, strict=True):
+            step += (lam * share) * u.delta
+        return self.weights + self.server_rate() * step
+
+    # ------------------------------------------------------ Flower's ABC
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Take replies in order (each from the node it names); return the current model if at
+        least one model update happened."""
+        before = self.version
+        for reply in replies:
+            self.receive(int(reply.metadata.src_node_id), reply)
+        if self.version == before:
+            return None, None
+        return self.arrays, MetricRecord({"model-version": self.version})
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Asynchronous strategies evaluate centrally (`evaluate_fn`); no node evaluation."""
+        return []
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """No federated evaluation (see configure_evaluate)."""
+        return None
+
+    def summary(self) -> None:
+        """Log the configuration (Flower calls this at start)."""
+        from flwr.common.logger import log
+
+        log(20, "\t%s: %s", type(self).__name__, self.describe())
+
+    def describe(self) -> dict[str, Any]:
+        """The strategy's settings, for logs and result tables."""
+        return {
+            "concurrency": self.concurrency,
+            "buffer_size": self.buffer_size,
+            "server_lr": self.server_lr,
+            "lr_decay": self.lr_decay,
+            "weighting": self.weighting,
+        }
+
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+    ) -> Result:
+        """Run the asynchronous loop on `grid` until `num_rounds` model updates.
+
+        Same signature as Flower's `Strategy.start`, so a ServerApp runs an asynchronous
+        strategy exactly like a synchronous one; `timeout` is each task's TTL.
+        """
+        from fl.async_rounds import AsyncSettings, run_async
+
+        self.summary()
+        result = run_async(
+            self,
+            grid,
+            initial_arrays,
+            AsyncSettings(
+                max_updates=num_rounds,
+                timeout=timeout,
+                train_config=train_config or ConfigRecord(),
+            ),
+            central_eval=_wrap_eval(evaluate_fn) if evaluate_fn else None,
+        )
+        out = Result(arrays=result.arrays)
+        for row in result.rows:
+            acc = {k[len("central_") :]: v for k, v in row.items() if k.startswith("central_")}
+            if acc:
+                out.evaluate_metrics_serverapp[int(row["round"])] = MetricRecord(acc)
+        return out
+
+
+def _wrap_eval(
+    fn: Callable[[int, ArrayRecord], MetricRecord | None],
+) -> Callable[[int, ArrayRecord], dict[str, float] | None]:
+    def inner(rnd: int, arrays: ArrayRecord) -> dict[str, float] | None:
+        rec = fn(rnd, arrays)
+        return None if rec is None else {k: float(v) for k, v in rec.items()}  # type: ignore[arg-type]
+
+    return inner
+
+
+def _label_counts(value: Any) -> tuple[np.ndarray | None, str | None]:
+    """The reply's label counts (None if it reports none), or why they are malformed."""
+    if value is None:
+        return None, None
+    values = value if isinstance(value, list) else [value]
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None, f"{LABEL_COUNTS_KEY} = {value!r} is not a list of numbers"
+    if arr.ndim != 1 or not np.isfinite(arr).all() or (arr < 0).any():
+        return None, f"{LABEL_COUNTS_KEY} must be finite counts ≥ 0, got {value!r}"
+    return arr, None
+
+
+def as_features(record: Mapping[str, Any]) -> dict[str, float]:
+    """`device.<name>` metrics of a query reply as a feature dict."""
+    return {
+        k.split(".", 1)[1]: float(v)
+        for k, v in record.items()
+        if k.startswith("device.") and isinstance(v, int | float)
+    }

@@ -1,0 +1,73 @@
+"""FedAsync (Xie, Koyejo, Gupta, 2019): mix each client model into the global one.
+
+On every update w ← (1 − α_τ) w + α_τ w_client, with α_τ = α · s(τ) and s the staleness function
+(`constant`, `polynomial` (τ+1)^−a, or `hinge`: 1 if τ ≤ b else 1/(a(τ−b)+1)). w_client is the
+node's trained model, i.e. the version it was sent plus its delta; the mix is against the current
+model, so a stale client also pulls the model back towards its old version, as in the paper.
+With `buffer_size` > 1 the window's updates are mixed in one after another, in arrival order.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from fl.strategies.asynchronous import AsyncStrategy, Update
+from fl.strategies.staleness import FEDASYNC_FUNCTIONS, fedasync_weight
+
+
+class FedAsync(AsyncStrategy):
+    """FedAsync: w ← (1 − α s(τ)) w + α s(τ) w_client.
+
+    Parameters (beyond AsyncStrategy's): mixing (α ∈ (0, 1]), staleness_function
+    ("constant" | "polynomial" | "hinge"), a, b (the function's parameters).
+    """
+
+    def __init__(
+        self,
+        *,
+        mixing: float = 0.6,
+        staleness_function: str = "polynomial",
+        a: float = 0.5,
+        b: float = 4.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not (math.isfinite(mixing) and 0 < mixing <= 1):
+            raise ValueError(f"mixing = {mixing!r} is invalid: must be in (0, 1]")
+        if staleness_function not in FEDASYNC_FUNCTIONS:
+            raise ValueError(
+                f"staleness_function = {staleness_function!r} is invalid: must be one of "
+                f"{', '.join(FEDASYNC_FUNCTIONS)}"
+            )
+        if not (math.isfinite(a) and a >= 0) or not (math.isfinite(b) and b >= 0):
+            raise ValueError(f"a = {a!r}, b = {b!r} are invalid: must be finite numbers ≥ 0")
+        self.mixing = float(mixing)
+        self.staleness_function = staleness_function
+        self.a = float(a)
+        self.b = float(b)
+
+    def update_weight(self, update: Update) -> tuple[float, dict[str, float]]:
+        alpha = self.mixing * fedasync_weight(
+            update.staleness, self.staleness_function, self.a, self.b
+        )
+        return alpha, {"alpha": alpha}
+
+    def apply_window(self, window: list[Update], weights: list[float]) -> torch.Tensor:
+        """Mix each client model in turn: w ← w + α_i (w_client_i − w)."""
+        assert self.weights is not None
+        w = self.weights
+        for u, alpha in zip(window, weights, strict=True):
+            w = w + alpha * (u.model - w)
+        return w
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "mixing": self.mixing,
+            "staleness_function": self.staleness_function,
+            "a": self.a,
+            "b": self.b,
+        }

@@ -1,0 +1,23 @@
+"""FedBuff (Nguyen et al., AISTATS 2022): buffered asynchronous aggregation.
+
+The server buffers K = `buffer_size` client deltas (default 10) and then applies
+w ← w + η_g · (1/K) Σ_i s(τ_i) Δ_i with s(τ) = 1/√(1+τ) (FedScale's FedBuff weight) and
+η_g = `server_lr`. Updates staler than `max_staleness` are dropped (None: never).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fl.strategies.asynchronous import AsyncStrategy, Update
+from fl.strategies.staleness import fedbuff_weight
+
+
+class FedBuff(AsyncStrategy):
+    """FedBuff: buffer K deltas, weight each by 1/√(1+τ), average, step by the server rate."""
+
+    def __init__(self, *, buffer_size: int = 10, **kwargs: Any) -> None:
+        super().__init__(buffer_size=buffer_size, **kwargs)
+
+    def update_weight(self, update: Update) -> tuple[float, dict[str, float]]:
+        return fedbuff_weight(update.staleness), {}

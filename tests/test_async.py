@@ -1,0 +1,343 @@
+"""Asynchronous strategies: staleness formulas, the push/pull loop, equivalence with FedAvg."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg
+
+from fl import client
+from fl.async_rounds import AsyncSettings, run_async
+from fl.config import ExperimentConfig, load_dict
+from fl.experiment import build_grid, run_experiment, seed_everything, train_config_record
+from fl.rounds import LoopSettings, run_rounds
+from fl.schema import ConfigError
+from fl.sim.devices import DeviceProfile
+from fl.sim.grid import VirtualGrid
+from fl.strategies import AdaSGD, AsyncSGD, DynSGD, FedAsync, FedBuff
+from fl.strategies.adasgd import percentile_higher
+from fl.strategies.staleness import (
+    adasgd_beta,
+    bhattacharyya,
+    dynsgd_weight,
+    exp_dampening,
+    fedasync_weight,
+    fedbuff_weight,
+    similarity_boost,
+)
+
+# ----------------------------------------------------------------------------- formulas
+
+
+@pytest.mark.parametrize("tau", [0, 1, 2, 5, 17, 100])
+def test_dynsgd_is_inverse_staleness(tau: int) -> None:
+    assert dynsgd_weight(tau) == pytest.approx(1.0 / (tau + 1))
+
+
+@pytest.mark.parametrize("thres", [1, 2, 4, 12, 50])
+def test_adasgd_dampening_meets_dynsgd_at_the_threshold(thres: int) -> None:
+    beta = adasgd_beta(thres)
+    assert exp_dampening(thres, beta) == pytest.approx(1.0 / (thres + 1), rel=1e-12)
+    # gentler than DynSGD below the threshold, harsher above it
+    assert exp_dampening(thres / 2, beta) > dynsgd_weight(thres / 2)
+    assert exp_dampening(2 * thres, beta) < dynsgd_weight(2 * thres)
+
+
+def test_bhattacharyya_identical_is_one_disjoint_is_zero() -> None:
+    p = [3, 1, 0, 6]
+    assert bhattacharyya(p, p) == pytest.approx(1.0)
+    assert bhattacharyya(p, [6, 2, 0, 12]) == pytest.approx(1.0)  # same distribution
+    assert bhattacharyya([1, 0, 0], [0, 4, 5]) == 0.0
+    assert 0 < bhattacharyya([1, 1, 0], [0, 1, 1]) < 1
+    with pytest.raises(ValueError, match="differ in length"):
+        bhattacharyya([1, 2], [1, 2, 3])
+
+
+def test_similarity_boost_is_capped() -> None:
+    assert similarity_boost(0.0) == pytest.approx(10.0)
+    assert similarity_boost(0.01, floor=0.1) == pytest.approx(10.0)
+    assert similarity_boost(0.5) == pytest.approx(2.0)
+    assert similarity_boost(1.0) == 1.0
+    assert similarity_boost(0.0, floor=0.25) == pytest.approx(4.0)
+
+
+def test_fedasync_and_fedbuff_weights() -> None:
+    assert fedasync_weight(3, "constant") == 1.0
+    assert fedasync_weight(3, "polynomial", a=0.5) == pytest.approx(0.5)
+    assert fedasync_weight(4, "hinge", a=10, b=4) == 1.0
+    assert fedasync_weight(6, "hinge", a=10, b=4) == pytest.approx(1 / 21)
+    assert fedbuff_weight(3) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="unknown"):
+        fedasync_weight(1, "cubic")
+    with pytest.raises(ValueError, match="≥ 0"):
+        dynsgd_weight(-1)
+
+
+def test_percentile_is_an_observed_value() -> None:
+    counts = {0: 1, 1: 1, 2: 1, 3: 1, 9: 1}
+    sample = np.repeat(list(counts), list(counts.values()))
+    for q in (0, 50, 80, 95, 100):
+        assert percentile_higher(counts, q) == np.percentile(sample, q, method="higher")
+
+
+def test_bad_options_are_rejected() -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        DynSGD(concurrency=0)
+    with pytest.raises(ValueError, match="boost_floor"):
+        AdaSGD(boost_floor=0)
+    with pytest.raises(ValueError, match="mixing"):
+        FedAsync(mixing=1.5)
+    with pytest.raises(ValueError, match="weighting"):
+        FedBuff(weighting="median")
+
+
+# ------------------------------------------------------------------- a toy grid for units
+
+
+def _echo_app(shift: float, labels: list[int] | None = None):  # type: ignore[no-untyped-def]
+    """A ClientApp that returns the sent model + `shift` and fixed label counts."""
+
+    def app(msg: Message, context: object) -> Message:
+        rec = next(iter(msg.content.array_records.values()))
+        w = rec["w"].numpy() + shift
+        metrics = MetricRecord({"num-examples": 10, "work-flops": 1e6})
+        if labels is not None:
+            metrics["label-counts"] = labels
+        return Message(
+            RecordDict({"arrays": ArrayRecord({"w": Array(w)}), "metrics": metrics}),
+            reply_to=msg,
+        )
+
+    return app
+
+
+def _toy_grid(speeds: list[float], app=None) -> VirtualGrid:  # type: ignore[no-untyped-def]
+    devices = [DeviceProfile(flops_per_s=s, down_bps=1e12, up_bps=1e12) for s in speeds]
+    return VirtualGrid(app or _echo_app(1.0), devices, seed=0)
+
+
+def _w0() -> ArrayRecord:
+    return ArrayRecord({"w": Array(np.zeros(3, dtype=np.float32))})
+
+
+def test_staleness_counts_model_versions_not_seconds() -> None:
+    # One fast node (1 s per task) and one 10.5x slower: while the slow node computes, the fast
+    # one makes 10 updates, so the slow node's staleness is 10 whatever the time scale.
+    for scale in (1.0, 1000.0):
+        grid = _toy_grid([1e6 * scale, 1e6 / 10.5 * scale])
+        strat = DynSGD(concurrency=2, seed=0)
+        res = run_async(strat, grid, _w0(), AsyncSettings(max_updates=22))
+        slow = [r for r in res.rows if r["nodes"] == "1002"]
+        assert slow, "the slow node contributed"
+        assert [r["staleness"] for r in slow] == [10.0, 10.0]
+        # the fast node's task in flight while the slow update landed is one version stale
+        assert [r["staleness"] for r in res.rows if r["nodes"] == "1001"].count(1.0) == 1
+
+
+def test_async_sgd_applies_every_delta_and_dynsgd_dampens() -> None:
+    grid = _toy_grid([1e6, 1e6 / 10.5])
+    res = run_async(AsyncSGD(concurrency=2), grid, _w0(), AsyncSettings(max_updates=22))
+    assert res.arrays["w"].numpy() == pytest.approx(np.full(3, 22.0))  # each update adds +1
+    grid = _toy_grid([1e6, 1e6 / 10.5])
+    res = run_async(DynSGD(concurrency=2), grid, _w0(), AsyncSettings(max_updates=22))
+    # 19 fresh updates (+1), one fast at τ = 1 (+1/2) and two slow ones at τ = 10 (+1/11)
+    assert res.arrays["w"].numpy() == pytest.approx(np.full(3, 19 + 1 / 2 + 2 / 11), rel=1e-6)
+
+
+def test_fedasync_mixes_against_the_current_model() -> None:
+    grid = _toy_grid([1e6])
+    strat = FedAsync(concurrency=1, mixing=0.5, staleness_function="constant")
+    res = run_async(strat, grid, _w0(), AsyncSettings(max_updates=3))
+    # w ← w + 0.5 (w + 1 − w): +0.5 per update
+    assert res.arrays["w"].numpy() == pytest.approx(np.full(3, 1.5))
+
+
+def test_fedbuff_waits_for_its_buffer() -> None:
+    grid = _toy_grid([1e6] * 4)
+    strat = FedBuff(concurrency=4, buffer_size=4, server_lr=0.5)
+    res = run_async(strat, grid, _w0(), AsyncSettings(max_updates=2))
+    assert [r["window"] for r in res.rows] == [4, 4]
+    assert res.arrays["w"].numpy() == pytest.approx(np.full(3, 1.0))  # 2 × 0.5 × mean(+1)
+    assert sum(1 for o in grid.outcomes.values() if o.status == "replied") == 8
+
+
+def test_nan_and_malformed_replies_are_rejected_and_counted() -> None:
+    def bad_app(msg: Message, context: object) -> Message:
+        rec = next(iter(msg.content.array_records.values()))
+        w = rec["w"].numpy() + np.nan
+        metrics = MetricRecord({"num-examples": 10, "work-flops": 1e6})
+        return Message(
+            RecordDict({"arrays": ArrayRecord({"w": Array(w)}), "metrics": metrics}),
+            reply_to=msg,
+        )
+
+    devices = [DeviceProfile(flops_per_s=1e6, down_bps=1e12, up_bps=1e12)] * 2
+    grid = VirtualGrid(
+        _echo_app(1.0), devices, client_app_for=lambda n: bad_app if n == 1002 else None
+    )
+    res = run_async(AsyncSGD(concurrency=2), grid, _w0(), AsyncSettings(max_updates=5))
+    assert np.isfinite(res.arrays["w"].numpy()).all()
+    assert res.arrays["w"].numpy() == pytest.approx(np.full(3, 5.0))
+    assert sum(r["num_rejected"] for r in res.rows) >= 4
+    assert "NaN" in next(r["rejected"] for r in res.rows if r["num_rejected"])
+
+
+def test_crashing_node_is_recorded_and_the_run_continues() -> None:
+    def crash(msg: Message, context: object) -> Message:
+        raise RuntimeError("out of memory")
+
+    devices = [DeviceProfile(flops_per_s=1e6, down_bps=1e12, up_bps=1e12)] * 3
+    grid = VirtualGrid(
+        _echo_app(1.0), devices, client_app_for=lambda n: crash if n == 1003 else None
+    )
+    res = run_async(DynSGD(concurrency=3), grid, _w0(), AsyncSettings(max_updates=6))
+    assert len(res.rows) == 6
+    assert any("out of memory" in r["failed"] for r in res.rows)
+
+
+# --------------------------------------------------------------- AdaSGD's threshold/boost
+
+
+def test_adasgd_boosts_only_rare_labels_staler_than_the_threshold() -> None:
+    # Nine fast nodes hold class 1; one 20x slower node holds class 0 (the straggler).
+    def app_for(node: int):  # type: ignore[no-untyped-def]
+        return _echo_app(1.0, [5, 0] if node == 1010 else [0, 5])
+
+    devices = [DeviceProfile(flops_per_s=1e6, down_bps=1e12, up_bps=1e12)] * 9 + [
+        DeviceProfile(flops_per_s=5e4, down_bps=1e12, up_bps=1e12)
+    ]
+    grid = VirtualGrid(_echo_app(1.0), devices, client_app_for=app_for)
+    strat = AdaSGD(concurrency=10, seed=0)
+    res = run_async(strat, grid, _w0(), AsyncSettings(max_updates=400))
+    straggler = [r for r in res.rows if r["nodes"] == "1010"]
+    others = [r for r in res.rows if r["nodes"] != "1010"]
+    assert straggler and all(r["staleness"] > r["tau_thres"] for r in straggler)
+    assert all(r["boost"] == pytest.approx(10.0) for r in straggler)  # BC ≈ 0 → capped
+    assert all(r["weight"] == pytest.approx(10 / (r["tau_thres"] + 1)) for r in straggler)
+    # a fast node's update that overlapped the straggler's is one version past τ_thres; its
+    # labels are common, so its boost stays ≈ 1
+    assert all(r["boost"] < 1.01 for r in others)
+
+
+def test_adasgd_boost_never_fires_under_iid_without_stragglers() -> None:
+    devices = [DeviceProfile(flops_per_s=1e6, down_bps=1e12, up_bps=1e12)] * 8
+    grid = VirtualGrid(_echo_app(1.0, [3, 3, 3]), devices)
+    strat = AdaSGD(concurrency=8, seed=0)
+    res = run_async(strat, grid, _w0(), AsyncSettings(max_updates=300))
+    assert strat.boosts_fired == 0
+    assert sum(r["boosted"] for r in res.rows) == 0
+    assert {r["staleness"] for r in res.rows[20:]} <= set(range(8))
+
+
+# ------------------------------------------------------------- the loop on the real client
+
+
+def _digits(**over: object) -> ExperimentConfig:
+    tree: dict = {
+        "name": "async",
+        "seed": 3,
+        "num_nodes": 6,
+        "rounds": 3,
+        "data": {"name": "digits", "partition": "iid"},
+        "model": {"name": "mlp", "hidden": [32]},
+        "devices": {"kind": "uniform", "flops_per_s": 1e7},
+        "train": {"epochs": 1, "batch_size": 16, "lr": 0.1},
+        "strategy": {"name": "fedavg"},
+    }
+    tree.update(over)
+    return load_dict(tree)
+
+
+def test_async_loop_with_full_buffer_reproduces_sync_fedavg() -> None:
+    # equal work per task (a fixed number of steps) on identical devices: equally fast nodes
+    cfg = _digits(train={"steps": 5, "batch_size": 16, "lr": 0.1})
+    ws = client.workspace(cfg.to_run_config())
+    initial = ArrayRecord(client._model(cfg.model, ws.data, cfg.seed).state_dict())
+
+    seed_everything(cfg.seed)
+    grid = build_grid(cfg)
+    sync = run_rounds(
+        FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=6, min_available_nodes=6),
+        grid,
+        initial,
+        LoopSettings(num_rounds=3, train_config=train_config_record(cfg)),
+    )
+    seed_everything(cfg.seed)
+    grid = build_grid(cfg)
+    strat = AsyncSGD(concurrency=6, buffer_size=6, weighting="examples")
+    asyn = run_async(
+        strat,
+        grid,
+        initial,
+        AsyncSettings(max_updates=3, train_config=train_config_record(cfg)),
+    )
+    assert [r["staleness"] for r in asyn.rows] == [0.0, 0.0, 0.0]
+    a, b = sync.arrays.to_torch_state_dict(), asyn.arrays.to_torch_state_dict()
+    diffs = [float((a[k] - b[k]).abs().max()) for k in a]
+    assert max(diffs) < 1e-6, diffs
+    before = initial.to_torch_state_dict()
+    assert max(float((a[k] - before[k]).abs().max()) for k in a) > 1e-2  # it did train
+
+
+@pytest.mark.parametrize("name", ["adasgd", "dynsgd", "asyncsgd", "fedasync", "fedbuff"])
+def test_async_strategies_run_from_a_config_and_are_deterministic(name: str) -> None:
+    cfg = _digits(
+        rounds=30,
+        devices={"kind": "tiers", "flops_per_s": 1e6, "compute_jitter": 0.3},
+        train={"steps": 2, "batch_size": 16, "lr": 0.1},
+        strategy={"name": name, "clients_per_round": 4},
+        evaluation={"every": 10},
+    )
+    a, b = run_experiment(cfg), run_experiment(cfg)
+    assert a.rows == [
+        {**r, "wall_time": ra["wall_time"]} for r, ra in zip(b.rows, a.rows, strict=True)
+    ]
+    sa, sb = a.arrays.to_torch_state_dict(), b.arrays.to_torch_state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.rows[-1]["round"] == 30
+    assert a.final_accuracy > a.rows[0]["central_accuracy"] + 0.1  # it learns
+    assert a.stop_reason == "updates"
+    vt = [r["virtual_time"] for r in a.rows]
+    assert vt == sorted(vt) and vt[-1] > 0
+
+
+def test_async_options_are_checked_at_load() -> None:
+    with pytest.raises(ConfigError, match="boost_flor"):
+        _digits(strategy={"name": "adasgd", "options": {"boost_flor": 0.2}})
+    with pytest.raises(ConfigError, match="buffer_size"):
+        _digits(strategy={"name": "fedbuff", "options": {"buffer_size": 0}})
+
+
+def test_async_strategy_start_is_flowers_signature() -> None:
+    grid = _toy_grid([1e6, 2e6])
+
+    def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord:
+        return MetricRecord({"mean": float(arrays["w"].numpy().mean())})
+
+    result = AsyncSGD(concurrency=2).start(
+        grid=grid, initial_arrays=_w0(), num_rounds=4, evaluate_fn=evaluate_fn
+    )
+    assert result.arrays["w"].numpy() == pytest.approx(np.full(3, 4.0))
+    assert result.evaluate_metrics_serverapp[4]["mean"] == pytest.approx(4.0)
+    assert math.isclose(result.evaluate_metrics_serverapp[0]["mean"], 0.0)
+
+
+def test_train_reply_reports_labels_and_device_time() -> None:
+    cfg = _digits()
+    grid = build_grid(cfg)
+    ws = client.workspace(cfg.to_run_config())
+    arrays = ArrayRecord(client._model(cfg.model, ws.data, cfg.seed).state_dict())
+    msg = Message(
+        RecordDict({"arrays": arrays, "config": ConfigRecord({"local-steps": 2, "batch-size": 8})}),
+        grid.node_id(0),
+        "train",
+    )
+    (reply,) = grid.send_and_receive([msg])
+    metrics = reply.content["metrics"]
+    assert sum(metrics["label-counts"]) == 16 == metrics["examples-processed"]
+    outcome = next(iter(grid.outcomes.values()))
+    assert metrics["compute-s"] == outcome.compute_s > 0
