@@ -74,6 +74,7 @@ class EvalConfig:
     federated_fraction: float = 0.2
     free: bool = False  # True: federated evaluation messages take no virtual time
     target_accuracy: float = 0.0  # if > 0: time/rounds to reach it are reported
+    class_recall: bool = False  # also report each class's recall (central_recall_<class>)
 
     def __post_init__(self) -> None:
         _check(self.every >= 1, "evaluation.every", self.every, "≥ 1")

@@ -25,7 +25,7 @@ from fl.sim.devices import DeviceProfile, make_population
 from fl.sim.grid import FIRST_NODE_ID, VirtualGrid
 from fl.strategies.asynchronous import AsyncStrategy
 from fl.strategies.registry import build_strategy
-from fl.training import evaluate
+from fl.training import evaluate, recall_per_class
 
 
 @dataclass
@@ -76,10 +76,16 @@ def central_evaluator(ws: client.Workspace) -> Callable[[int, ArrayRecord], dict
     model = client._model(ws.config.model, ws.data, ws.config.seed)
     x, y = ws.data.test.take(np.arange(len(ws.data.test)))
 
+    per_class = ws.config.evaluation.class_recall and not ws.data.vocab_size
+
     def fn(_round: int, arrays: ArrayRecord) -> dict[str, float]:
         model.load_state_dict(arrays.to_torch_state_dict())
         loss, acc = evaluate(model, x, y)
-        return {"loss": loss, "accuracy": acc}
+        out = {"loss": loss, "accuracy": acc}
+        if per_class:
+            recall = recall_per_class(model, x, y, ws.data.num_classes)
+            out.update({f"recall_{c}": float(r) for c, r in enumerate(recall)})
+        return out
 
     return fn
 

@@ -129,3 +129,19 @@ def evaluate(
         loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
         correct += int((out.argmax(dim=1) == yb).sum())
     return loss_sum / n, correct / n
+
+
+@torch.no_grad()
+def recall_per_class(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int = 2048
+) -> np.ndarray:
+    """Recall of each class on (x, y): the share of its examples predicted as it (nan if absent)."""
+    model.eval()
+    hits = np.zeros(num_classes)
+    totals = np.bincount(y.reshape(-1).numpy(), minlength=num_classes)[:num_classes]
+    for start in range(0, len(y), batch_size):
+        yb = y[start : start + batch_size]
+        pred = model(x[start : start + batch_size]).argmax(dim=1)
+        hits += np.bincount(yb[pred == yb].numpy(), minlength=num_classes)[:num_classes]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, hits / np.maximum(totals, 1), np.nan)

@@ -215,12 +215,11 @@ def test_adasgd_boosts_only_rare_labels_staler_than_the_threshold() -> None:
     res = run_async(strat, grid, _w0(), AsyncSettings(max_updates=400))
     straggler = [r for r in res.rows if r["nodes"] == "1010"]
     others = [r for r in res.rows if r["nodes"] != "1010"]
-    assert straggler and all(r["staleness"] > r["tau_thres"] for r in straggler)
+    assert straggler and all(r["staleness"] > 1.5 * r["tau_thres"] for r in straggler)
     assert all(r["boost"] == pytest.approx(10.0) for r in straggler)  # BC ≈ 0 → capped
     assert all(r["weight"] == pytest.approx(10 / (r["tau_thres"] + 1)) for r in straggler)
-    # a fast node's update that overlapped the straggler's is one version past τ_thres; its
-    # labels are common, so its boost stays ≈ 1
-    assert all(r["boost"] < 1.01 for r in others)
+    assert all(r["boost"] == 1.0 for r in others)
+    assert strat.boosts_fired == len(straggler)
 
 
 def test_adasgd_boost_never_fires_under_iid_without_stragglers() -> None:

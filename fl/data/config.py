@@ -50,6 +50,9 @@ class DataConfig:
         shakespeare_min_samples: roles with fewer samples are left out.
         min_partition_size: smallest node accepted by ``"dirichlet"`` (resampled until met) and
             ``"size"`` (checked).
+        outlier_class: if ``>= 0``, every training example of this class goes to the last node,
+            which holds nothing else (FLeet's straggler-holds-a-rare-class set-up); the other
+            nodes split the remaining classes by ``partition``. ``-1`` (default): off.
     """
 
     name: str = "digits"
@@ -64,6 +67,7 @@ class DataConfig:
     synthetic_iid: bool = False
     shakespeare_min_samples: int = 64
     min_partition_size: int = 2
+    outlier_class: int = -1
 
 
 def _is_int(value: object) -> bool:
@@ -124,6 +128,14 @@ def validate_config(cfg: DataConfig, num_nodes: int, seed: int) -> None:
         )
     if not _is_int(cfg.min_partition_size) or cfg.min_partition_size < 1:
         raise invalid("min_partition_size", cfg.min_partition_size, "must be an integer >= 1")
+    if not _is_int(cfg.outlier_class) or cfg.outlier_class < -1:
+        raise invalid("outlier_class", cfg.outlier_class, "must be -1 (off) or a class index")
+    if cfg.outlier_class >= 0 and (cfg.partition == "natural" or num_nodes < 2):
+        raise invalid(
+            "outlier_class",
+            cfg.outlier_class,
+            "needs a non-natural partition and num_nodes >= 2 (the last node holds the class)",
+        )
     if cfg.partition == "natural" and cfg.name not in NATURAL_DATASETS:
         raise invalid(
             "partition",

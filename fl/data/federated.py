@@ -126,6 +126,24 @@ def _cap(pool: Pool, max_samples: int, natural: bool, rng: np.random.Generator) 
     )
 
 
+def _partition(
+    pool: Pool, cfg: DataConfig, num_nodes: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Indices of each node; with ``outlier_class`` the last node gets all of that class."""
+    labels = np.asarray(pool.train.labels)
+    c = cfg.outlier_class
+    if c < 0:
+        return partition_indices(labels, cfg, num_nodes, pool.num_classes, rng, pool.clients)
+    if c >= pool.num_classes:
+        raise invalid("outlier_class", c, f"must be < num_classes ({pool.num_classes})")
+    outlier = np.flatnonzero(labels == c)
+    rest = np.flatnonzero(labels != c)
+    if len(outlier) == 0:
+        raise invalid("outlier_class", c, "no training example has this class")
+    parts = partition_indices(labels[rest], cfg, num_nodes - 1, pool.num_classes, rng)
+    return [rest[p] for p in parts] + [outlier]
+
+
 def load_federated(cfg: DataConfig, num_nodes: int, seed: int) -> FederatedData:
     """Load ``cfg.name`` and partition it over ``num_nodes`` nodes, deterministically in ``seed``.
 
@@ -148,14 +166,7 @@ def load_federated(cfg: DataConfig, num_nodes: int, seed: int) -> FederatedData:
         raise invalid(
             "num_nodes", num_nodes, f"more nodes than the {len(pool.train)} training samples"
         )
-    parts = partition_indices(
-        pool.train.labels,
-        cfg,
-        num_nodes,
-        pool.num_classes,
-        np.random.default_rng([seed, _PARTITION]),
-        pool.clients,
-    )
+    parts = _partition(pool, cfg, num_nodes, np.random.default_rng([seed, _PARTITION]))
     empty = [i for i, part in enumerate(parts) if len(part) == 0]
     if empty:
         raise invalid(

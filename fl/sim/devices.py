@@ -19,6 +19,7 @@ Units: FLOP/s, bits/s, bytes, seconds. ``*_mbps`` config values are megabits per
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -553,6 +554,9 @@ class PopulationConfig:
     ``bandwidth_jitter`` ``None`` means the kind's default: 0 for ``uniform``/``tiers``, each FLASH
     device's measured sd/mean for ``mobile``; a number overrides it for every device (both links).
     Lists (as TOML gives them) are accepted for the tuple fields.
+
+    ``stragglers`` lists node indices (negative ones count from the end: ``[-1]`` is the last
+    node) whose compute speed is divided by ``straggler_slowdown``, on top of their kind.
     """
 
     kind: str = "uniform"
@@ -569,9 +573,20 @@ class PopulationConfig:
     failure_prob: float = 0.0
     compute_jitter: float = 0.0
     bandwidth_jitter: float | None = None
+    stragglers: tuple[int, ...] = ()
+    straggler_slowdown: float = 10.0
 
     def __post_init__(self) -> None:
         owner = "PopulationConfig"
+        stragglers = tuple(self.stragglers)
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in stragglers):
+            raise ValueError(f"{owner}.stragglers must be node indices, got {self.stragglers!r}")
+        object.__setattr__(self, "stragglers", stragglers)
+        object.__setattr__(
+            self,
+            "straggler_slowdown",
+            _positive(owner, "straggler_slowdown", self.straggler_slowdown),
+        )
         if self.kind not in POPULATIONS:
             raise ValueError(f"{owner}.kind must be one of {POPULATIONS}, got {self.kind!r}")
         if self.availability not in AVAILABILITIES:
@@ -624,10 +639,20 @@ def make_population(cfg: PopulationConfig, num_nodes: int, seed: int) -> list[De
     builders = {"uniform": _uniform_device, "tiers": _tier_device, "mobile": _mobile_device}
     tiers = _tier_of_nodes(cfg, int(num_nodes), int(seed)) if cfg.kind == "tiers" else None
     build = builders[cfg.kind]
-    return [
+    devices = [
         build(cfg, i, int(seed), tiers, _availability(cfg, int(seed), i))
         for i in range(int(num_nodes))
     ]
+    for i in cfg.stragglers:
+        if not -num_nodes <= i < num_nodes:
+            raise ValueError(
+                f"PopulationConfig.stragglers: node {i} does not exist among {num_nodes} nodes"
+            )
+        d = devices[i]
+        devices[i] = dataclasses.replace(
+            d, flops_per_s=d.flops_per_s / cfg.straggler_slowdown, group=f"{d.group}-straggler"
+        )
+    return devices
 
 
 _NODE_STREAM = 0xDE71CE  # spawn-key tags: keep population streams apart from OnOff's own streams

@@ -83,7 +83,8 @@ class AsyncStrategy(Strategy):
     weighting: "uniform" averages the window's weighted deltas (FLeet, FedBuff); "examples"
         weights them by `num-examples` too (FedAvg's weights).
     max_staleness: updates staler than this are dropped (None: never).
-    profiler: optional batch-size chooser (I-Prof) called for every request and every reply.
+    profiler: optional batch-size chooser called for every request and every reply: an
+        `fl.profiling.IProf`, or a mapping of IProf's options (from a config).
     seed: seeds which idle nodes get work.
     """
 
@@ -114,6 +115,13 @@ class AsyncStrategy(Strategy):
         self.lr_decay = float(lr_decay)
         self.weighting = weighting
         self.max_staleness = max_staleness
+        if isinstance(profiler, Mapping):  # from a config: I-Prof's options
+            from fl.profiling.iprof import IProf
+
+            try:
+                profiler = IProf(**profiler)
+            except TypeError as exc:
+                raise ValueError(f"profiler = {dict(profiler)!r} is invalid: {exc}") from exc
         self.profiler = profiler
         self.seed = int(seed)
         self.rng = np.random.default_rng(seed)
