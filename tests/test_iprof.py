@@ -136,3 +136,32 @@ def test_stragglers_are_slowed_down() -> None:
     assert [d.flops_per_s for d in devices] == [0.25e9, 1e9, 1e9, 1e9, 0.25e9]
     with pytest.raises(ValueError, match="does not exist"):
         make_population(PopulationConfig(stragglers=(9,)), 5, 0)
+
+
+def test_a_synchronous_strategy_gets_per_phone_batch_sizes() -> None:
+    from flwr.serverapp.strategy import FedAvg
+
+    from fl.strategies import WithProfiler
+
+    cfg = load_dict(
+        {
+            "name": "sync-iprof",
+            "seed": 2,
+            "num_nodes": 10,
+            "rounds": 8,
+            "data": {"name": "digits", "partition": "iid"},
+            "model": {"name": "mlp", "hidden": [32]},
+            "devices": {"kind": "mobile", "flops_per_s": 2e7, "compute_jitter": 0.05},
+            "train": {"steps": 1, "batch_size": 16, "lr": 0.05},
+        }
+    )
+    prof = IProf(slo_s=0.02, refit_every=4, max_batch=512)
+    strategy = WithProfiler(FedAvg(fraction_train=1.0, fraction_evaluate=0.0), prof)
+    result = run_experiment(cfg, strategy=strategy)
+    train = [o for o in result.grid.outcomes.values() if o.message_type == "train"]
+    assert sum(o.message_type == "query" for o in result.grid.outcomes.values()) == 10
+    # the per-phone model learns once a global model exists (fitted online after 12 replies)
+    assert all(6 <= prof.observations(n) <= 8 for n in result.grid.all_node_ids())
+    late = train[40:]
+    assert np.mean([o.compute_s <= 0.02 for o in late]) >= 0.8
+    assert len({round(o.work_flops) for o in late}) > 3

@@ -2,8 +2,9 @@
 
 Synchronous: `TiFL` (tier-based selection), `GeometricMedian` (RFA) and `BlockGeometricMedian`
 (BGMD). Asynchronous (run by their own `start`, a push/pull loop over any Flower Grid): `AdaSGD`
-(FLeet), `DynSGD`, `AsyncSGD`, `FedAsync` and `FedBuff`. The registry
-(`fl.strategies.registry`) also exposes every stock Flower strategy by name for configs.
+(FLeet), `DynSGD`, `AsyncSGD`, `FedAsync` and `FedBuff`. `WithProfiler` gives any strategy
+I-Prof's per-node batch sizes. The registry (`fl.strategies.registry`) also exposes every stock
+Flower strategy by name for configs.
 """
 
 from fl.strategies.adasgd import AdaSGD, AsyncSGD, DynSGD
@@ -11,6 +12,7 @@ from fl.strategies.asynchronous import AsyncStrategy
 from fl.strategies.fedasync import FedAsync
 from fl.strategies.fedbuff import FedBuff
 from fl.strategies.geomedian import BlockGeometricMedian, GeometricMedian
+from fl.strategies.sized import WithProfiler
 from fl.strategies.tifl import TiFL
 
 __all__ = [
@@ -23,4 +25,5 @@ __all__ = [
     "FedBuff",
     "GeometricMedian",
     "TiFL",
+    "WithProfiler",
 ]
