@@ -4,7 +4,8 @@
     the last node holds all of class 0 and computes 10x slower. AdaSGD, DynSGD, async SGD,
     FedAsync, FedBuff and synchronous FedAvg, each for the same virtual-time budget, several
     seeds: accuracy, class-0 recall, model updates and virtual time to the target accuracy.
-    Plus the control: IID data, no straggler, where AdaSGD's boost should stay silent.
+    Plus two controls with IID data and no straggler, where AdaSGD's boost should stay silent:
+    identical devices, and devices with (a)'s compute jitter.
 (b) Heterogeneous non-IID MNIST over the `mobile` population (`mobile.toml`): Dirichlet(0.3)
     labels over 50 phones whose speeds span two orders of magnitude.
 (c) I-Prof on the `mobile` population: a global model fitted on a device lab (100 phones, 3
@@ -35,6 +36,10 @@ STRATEGIES_A = ["adasgd", "dynsgd", "asyncsgd", "fedasync", "fedbuff", "fedavg"]
 STRATEGIES_B = ["adasgd", "dynsgd", "asyncsgd", "fedbuff", "fedavg"]
 # Synchronous FedAvg runs rounds of `clients_per_round` nodes; it is evaluated more often.
 SYNC_OVERRIDES = ["evaluation.every=5"]
+# Controls for (a): IID data, no rare class, no straggler; on identical devices (no straggler
+# of any kind), and with (a)'s compute jitter (whose lognormal tail makes rare transient ones).
+_IID = ["data.partition=iid", "data.outlier_class=-1", "devices.stragglers=[]"]
+CONTROLS = {"iid": [*_IID, "devices.compute_jitter=0.0"], "iid-jitter": _IID}
 QUICK_A = [
     "data.name=digits",
     "data.max_samples=none",
@@ -123,15 +128,16 @@ def table_ab(cells: list[dict[str, Any]], config: str) -> str:
     cs = [c for c in cells if c["config"] == config]
     rare = "rare_recall" in cs[0]
     head = "| strategy | accuracy | " + ("class-0 recall | " if rare else "")
-    head += "updates to target | virtual s to target | updates in budget |"
+    head += "updates to target | virtual s to target | updates in budget | boosted (max ×) |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for c in cs:
         reached = f" ({c['updates_to_target_reached']}/{c['seeds']})"
+        boosted = f"{c['boosted_updates']:.1f} ({c['max_boost']:.2f})" if "max_boost" in c else "–"
         lines.append(
             f"| {c['strategy']} | {100 * c['accuracy']:.2f} | "
             + (f"{100 * c['rare_recall']:.2f} | " if rare else "")
             + f"{_fmt(c['updates_to_target'], '.0f')}{reached} | "
-            + f"{_fmt(c['time_to_target_s'], '.0f')} | {c['updates']:.0f} |"
+            + f"{_fmt(c['time_to_target_s'], '.0f')} | {c['updates']:.0f} | {boosted} |"
         )
     return "\n".join(lines)
 
@@ -169,7 +175,7 @@ def checks_a(cells: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
     if iid_ada and iid_dyn:
         out.append(
             (
-                "IID, no straggler: AdaSGD's boost never fires",
+                "IID, identical devices: AdaSGD's boost never fires",
                 iid_ada["boosted_updates"] == 0,
                 f"{iid_ada['boosted_updates']:.0f} boosted updates per run, "
                 f"max boost {iid_ada['max_boost']:.4f}",
@@ -177,7 +183,7 @@ def checks_a(cells: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
         )
         out.append(
             (
-                "IID, no straggler: AdaSGD accuracy ≥ DynSGD's − 0.01",
+                "IID, identical devices: AdaSGD accuracy ≥ DynSGD's − 0.01",
                 iid_ada["accuracy"] >= iid_dyn["accuracy"] - 0.01,
                 f"{iid_ada['accuracy']:.4f} vs {iid_dyn['accuracy']:.4f}",
             )
@@ -360,14 +366,14 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
         jobs = []
         quick_a = QUICK_A if args.quick else []
         if "a" in parts:
-            iid = ["data.partition=iid", "data.outlier_class=-1", "devices.stragglers=[]"]
             for s in seeds:
                 for strat in STRATEGIES_A:
                     jobs.append(("straggler.toml", strat, s, [*quick_a, *args.overrides],
                                  str(out / "a")))  # fmt: skip
-                for strat in ("adasgd", "dynsgd"):
-                    jobs.append(("straggler.toml", strat, s, [*quick_a, *iid, *args.overrides,
-                                 "name=iid"], str(out / "a-iid")))  # fmt: skip
+                for control, extra in CONTROLS.items():
+                    for strat in ("adasgd", "dynsgd"):
+                        jobs.append(("straggler.toml", strat, s, [*quick_a, *extra,
+                                     *args.overrides], str(out / f"a-{control}")))  # fmt: skip
         if "b" in parts:
             quick_b = QUICK_B if args.quick else []
             for s in seeds:
@@ -376,13 +382,16 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
                                  str(out / "b")))  # fmt: skip
         rows = run_jobs(run_one, jobs, args.workers)
         for row, job in zip(rows, jobs, strict=True):
-            if "data.partition=iid" in job[3]:
-                row["config"] = "iid"
+            for control, extra in CONTROLS.items():
+                if job[3][len(quick_a) : len(quick_a) + len(extra)] == extra:
+                    row["config"] = control
         write_summary(out, rows)
         cells = summarise(rows)
         if "a" in parts:
             lines += ["## (a) straggler holds class 0", "", table_ab(cells, "straggler.toml"), ""]
-            lines += ["IID control (no straggler):", "", table_ab(cells, "iid"), ""]
+            lines += ["IID control, identical devices:", "", table_ab(cells, "iid"), ""]
+            lines += ["IID control, compute jitter as in (a):", "", table_ab(cells, "iid-jitter")]
+            lines += [""]
             plot_ab(out / "a", STRATEGIES_A, seeds[0], out / "a_straggler.png",
                     "(a) straggler holds class 0")  # fmt: skip
             results += checks_a(cells)
