@@ -324,4 +324,6 @@ def test_property_finite_and_permutation_invariant(
     other = geometric_median(X[perm], method=method, tol=1e-12, max_iter=300, solver=solver)
     scale = float(X.double().abs().max()) + 1e-3
     tol = 1e-4 if f32 else 1e-6
-    assert float((res.median.double() - other.median.double()).abs().max()) <= tol * scale
+    # Points closer than the smoothing ν = 1e-6 are indistinguishable to the solver, so the
+    # median is only defined up to ν there (found by hypothesis: two points 1.8e-7 apart).
+    assert float((res.median.double() - other.median.double()).abs().max()) <= tol * scale + 1e-6

@@ -364,27 +364,29 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
 
     if "a" in parts or "b" in parts:
         jobs = []
+        labels: list[str] = []  # the table each job's row belongs to
         quick_a = QUICK_A if args.quick else []
         if "a" in parts:
             for s in seeds:
                 for strat in STRATEGIES_A:
                     jobs.append(("straggler.toml", strat, s, [*quick_a, *args.overrides],
                                  str(out / "a")))  # fmt: skip
+                    labels.append("straggler.toml")
                 for control, extra in CONTROLS.items():
                     for strat in ("adasgd", "dynsgd"):
                         jobs.append(("straggler.toml", strat, s, [*quick_a, *extra,
                                      *args.overrides], str(out / f"a-{control}")))  # fmt: skip
+                        labels.append(control)
         if "b" in parts:
             quick_b = QUICK_B if args.quick else []
             for s in seeds:
                 for strat in STRATEGIES_B:
                     jobs.append(("mobile.toml", strat, s, [*quick_b, *args.overrides],
                                  str(out / "b")))  # fmt: skip
+                    labels.append("mobile.toml")
         rows = run_jobs(run_one, jobs, args.workers)
-        for row, job in zip(rows, jobs, strict=True):
-            for control, extra in CONTROLS.items():
-                if job[3][len(quick_a) : len(quick_a) + len(extra)] == extra:
-                    row["config"] = control
+        for row, label in zip(rows, labels, strict=True):
+            row["config"] = label
         write_summary(out, rows)
         cells = summarise(rows)
         if "a" in parts:
