@@ -41,21 +41,25 @@ class AsyncSettings:
     train_config: ConfigRecord = field(default_factory=ConfigRecord)
     poll_interval: float = 0.05  # wall seconds between polls on a real grid
     retry_after: float = 60.0  # seconds a node whose task failed gets no new work
+    max_idle_tasks: int = 0  # stop after this many failed/rejected tasks in a row (0: 10 × C)
 
 
-def query_features(strategy: AsyncStrategy, grid: Any, timeout: float) -> None:
-    """Ask every online node for its device features (for I-Prof), once, at the start."""
-    nodes = sorted(grid.get_node_ids())
+def push_queries(grid: Any, nodes: list[int], timeout: float) -> dict[str, int]:
+    """Ask `nodes` for their device features (for I-Prof); message id → node id."""
     msgs = [
         Message(RecordDict(), n, MessageType.QUERY, group_id="features", ttl=timeout) for n in nodes
     ]
-    for reply in grid.send_and_receive(msgs, timeout=timeout):
-        if reply.has_error():
-            continue
-        for rec in reply.content.metric_records.values():
-            feats = as_features(rec)
-            if feats:
-                strategy.features[int(reply.metadata.src_node_id)] = feats
+    return {mid: n for mid, n in zip(grid.push_messages(msgs), nodes, strict=True) if mid}
+
+
+def take_features(strategy: AsyncStrategy, reply: Message) -> None:
+    """Record the device features a query reply carries (error replies are ignored)."""
+    if reply.has_error():
+        return
+    for rec in reply.content.metric_records.values():
+        feats = as_features(rec)
+        if feats:
+            strategy.features[int(reply.metadata.src_node_id)] = feats
 
 
 def run_async(
@@ -66,24 +70,38 @@ def run_async(
     central_eval: CentralEval | None = None,
     on_update: Callable[[dict[str, Any]], None] | None = None,
 ) -> LoopResult:
-    """Run `strategy` asynchronously on `grid`; return the final model and one row per update."""
+    """Run `strategy` asynchronously on `grid`; return the final model and one row per update.
+
+    Stops after `max_updates` model updates, at the time budget (replies arriving after it are
+    not applied), when no node will ever be online again, or when `max_idle_tasks` tasks in a
+    row failed or were rejected (no progress is possible: every node crashes, say).
+    """
     if settings.max_updates < 1:
         raise ValueError(f"max_updates = {settings.max_updates} is invalid: must be ≥ 1")
     clock = _clock(grid)
     wall0 = time.perf_counter()
     strategy.initialize(initial_arrays)
+    strategy.clock = clock
     rows: list[dict[str, Any]] = []
+    evaluated: set[int] = set()
     if central_eval is not None:
         row0: dict[str, Any] = {"round": 0, "virtual_time": clock(), "wall_time": 0.0}
         row0.update(_prefixed(central_eval(0, initial_arrays), "central_"))
         rows.append(row0)
+        evaluated.add(0)
         if on_update:
             on_update(row0)
+    queries: dict[str, int] = {}  # query message id → node id
     if strategy.profiler is not None:
-        query_features(strategy, grid, settings.timeout)
-    in_flight: dict[str, int] = {}  # message id → node id
+        queries = push_queries(grid, sorted(grid.get_node_ids()), settings.timeout)
+        for reply in grid.pull_messages(list(queries)):  # the answers of this instant
+            queries.pop(reply.metadata.reply_to_message_id, None)
+            take_features(strategy, reply)
+    in_flight: dict[str, int] = {}  # train message id → node id
     stop_reason = "updates"
     failed: dict[int, str] = {}
+    unproductive = 0  # tasks in a row that failed or were rejected
+    max_idle = settings.max_idle_tasks or 10 * strategy.concurrency
 
     def dispatch() -> None:
         msgs = list(strategy.configure_train(strategy.version + 1, initial_arrays,
@@ -96,10 +114,16 @@ def run_async(
             else:  # the grid refused it: the node is free again
                 strategy.release(int(m.metadata.dst_node_id))
 
+    def over_budget() -> bool:
+        return bool(settings.time_budget) and clock() > settings.time_budget
+
     wait = getattr(grid, "wait_for_nodes", None)
     while strategy.version < settings.max_updates:
         if settings.time_budget and clock() >= settings.time_budget:
             stop_reason = "time budget"
+            break
+        if unproductive >= max_idle:
+            stop_reason = f"no progress: the last {unproductive} tasks failed or were rejected"
             break
         dispatch()
         if not in_flight:  # nobody busy: every node is offline or resting
@@ -114,20 +138,31 @@ def run_async(
                 stop_reason = "no node will ever be online"
                 break
             continue
-        replies = grid.pull_messages(list(in_flight))
+        replies = grid.pull_messages([*in_flight, *queries])
+        if over_budget():  # the clock jumped past the budget: these replies came too late
+            stop_reason = "time budget"
+            break
         if not replies:
             time.sleep(settings.poll_interval)  # only on a real grid: the virtual one jumps
             continue
         for reply in replies:
-            node = in_flight.pop(reply.metadata.reply_to_message_id, None)
+            mid = reply.metadata.reply_to_message_id
+            if mid in queries:
+                queries.pop(mid)
+                take_features(strategy, reply)
+                continue
+            node = in_flight.pop(mid, None)
             if node is None:
                 continue
             if reply.has_error():
                 strategy.release(node)
                 strategy.rest(node, clock() + settings.retry_after)
                 failed[node] = (reply.error.reason or "").splitlines()[0]
+                unproductive += 1
                 continue
+            rejected_before = len(strategy.rejected)
             updated = strategy.receive(node, reply)
+            unproductive = unproductive + 1 if len(strategy.rejected) > rejected_before else 0
             if not updated:
                 continue
             for info in strategy.update_log:
@@ -146,6 +181,7 @@ def run_async(
                 ):
                     assert strategy.arrays is not None
                     row.update(_prefixed(central_eval(v, strategy.arrays), "central_"))
+                    evaluated.add(v)
                 rows.append(row)
                 if on_update:
                     on_update(row)
@@ -155,11 +191,11 @@ def run_async(
     # Work still in flight is abandoned (as a server that stops would).
     drop = getattr(grid, "drop", None)
     if drop is not None:
-        drop(list(in_flight))
+        drop([*in_flight, *queries])
     for node in in_flight.values():
         strategy.release(node)
     assert strategy.arrays is not None
     last = rows[-1] if rows else None
-    if central_eval is not None and last is not None and "central_accuracy" not in last:
+    if central_eval is not None and last is not None and int(last["round"]) not in evaluated:
         last.update(_prefixed(central_eval(int(last["round"]), strategy.arrays), "central_"))
     return LoopResult(arrays=strategy.arrays, rows=rows, stop_reason=stop_reason)

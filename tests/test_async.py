@@ -217,7 +217,8 @@ def test_adasgd_boosts_only_rare_labels_staler_than_the_threshold() -> None:
     others = [r for r in res.rows if r["nodes"] != "1010"]
     assert straggler and all(r["staleness"] > 1.5 * r["tau_thres"] for r in straggler)
     assert all(r["boost"] == pytest.approx(10.0) for r in straggler)  # BC ≈ 0 → capped
-    assert all(r["weight"] == pytest.approx(10 / (r["tau_thres"] + 1)) for r in straggler)
+    # λ(τ_thres) = 1/(τ_thres+1), boosted 10×, capped at a fresh update's weight 1
+    assert all(r["weight"] == pytest.approx(min(1.0, 10 / (r["tau_thres"] + 1))) for r in straggler)
     assert all(r["boost"] == 1.0 for r in others)
     assert strat.boosts_fired == len(straggler)
 
@@ -340,3 +341,83 @@ def test_train_reply_reports_labels_and_device_time() -> None:
     assert sum(metrics["label-counts"]) == 16 == metrics["examples-processed"]
     outcome = next(iter(grid.outcomes.values()))
     assert metrics["compute-s"] == outcome.compute_s > 0
+
+
+# ------------------------------------------------------------------ faults and edge cases
+
+
+def test_a_run_where_every_task_fails_stops_instead_of_spinning() -> None:
+    def crash(msg: Message, context: object) -> Message:
+        raise RuntimeError("always")
+
+    devices = [DeviceProfile(flops_per_s=1e6, down_bps=1e12, up_bps=1e12)] * 2
+    grid = VirtualGrid(crash, devices)
+    res = run_async(DynSGD(concurrency=2), grid, _w0(), AsyncSettings(max_updates=5))
+    assert res.stop_reason.startswith("no progress")
+    assert res.rows == [] and len(grid.outcomes) == 20  # 10 × concurrency tasks, then stop
+
+
+def test_lost_feature_queries_do_not_stall_the_run() -> None:
+    from fl.profiling.iprof import IProf
+
+    echo = _echo_app(1.0)
+
+    def app(msg: Message, context: object) -> Message:
+        if msg.metadata.message_type == "query":
+            feats = MetricRecord({"device.cpu": 2.0})
+            return Message(RecordDict({"features": feats}), reply_to=msg)
+        return echo(msg, context)
+
+    good = DeviceProfile(flops_per_s=1e6, down_bps=1e12, up_bps=1e12)
+    lost = DeviceProfile(flops_per_s=1e6, down_bps=1e12, up_bps=1e12, failure_prob=1.0)
+    grid = VirtualGrid(app, [good, good, good, lost])
+    strat = AsyncSGD(concurrency=3, profiler=IProf(slo_s=1.0))
+    res = run_async(strat, grid, _w0(), AsyncSettings(max_updates=6, timeout=3600))
+    assert res.stop_reason == "updates"
+    assert res.rows[-1]["virtual_time"] < 10  # not the lost query's 3600 s TTL
+    assert sorted(strat.features) == [1001, 1002, 1003]
+
+
+def test_max_staleness_drops_without_counting_an_update() -> None:
+    grid = _toy_grid([1e6, 1e6 / 10.5])
+    strat = AsyncSGD(concurrency=2, max_staleness=5)
+    res = run_async(strat, grid, _w0(), AsyncSettings(max_updates=22))
+    assert len(res.rows) == 22 and all(r["nodes"] == "1001" for r in res.rows)
+    assert res.arrays["w"].numpy() == pytest.approx(np.full(3, 22.0))  # 22 real updates
+    assert "max_staleness" in " ".join(r["rejected"] for r in res.rows)
+
+
+def test_a_strategy_can_run_twice() -> None:
+    strat = FedBuff(concurrency=3, buffer_size=2)
+    first = run_async(strat, _toy_grid([1e6, 2e6, 3e6]), _w0(), AsyncSettings(max_updates=5))
+    second = run_async(strat, _toy_grid([1e6, 2e6, 3e6]), _w0(), AsyncSettings(max_updates=5))
+    assert np.array_equal(first.arrays["w"].numpy(), second.arrays["w"].numpy())
+    assert first.rows == [{**r, "wall_time": a["wall_time"]} for r, a in
+                          zip(second.rows, first.rows, strict=True)]  # fmt: skip
+
+
+def test_replies_after_the_time_budget_are_not_applied() -> None:
+    grid = _toy_grid([1e6, 1e6 / 10.5])
+    res = run_async(
+        AsyncSGD(concurrency=2), grid, _w0(), AsyncSettings(max_updates=100, time_budget=5.5)
+    )
+    assert res.stop_reason == "time budget"
+    assert all(r["virtual_time"] <= 5.5 for r in res.rows) and len(res.rows) == 5
+
+
+def test_start_evaluates_after_every_update_once() -> None:
+    calls: list[int] = []
+
+    def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord:
+        calls.append(rnd)
+        return MetricRecord({"mean": float(arrays["w"].numpy().mean())})
+
+    AsyncSGD(concurrency=2).start(
+        grid=_toy_grid([1e6, 2e6]), initial_arrays=_w0(), num_rounds=4, evaluate_fn=evaluate_fn
+    )
+    assert calls == [0, 1, 2, 3, 4]
+
+
+def test_fedasync_refuses_options_it_would_ignore() -> None:
+    with pytest.raises(ValueError, match="server_lr"):
+        FedAsync(server_lr=0.5)

@@ -73,9 +73,26 @@ def test_batch_size_meets_the_slo_with_margin_and_is_clipped() -> None:
 def test_online_refit_builds_the_global_model_from_observations() -> None:
     prof = IProf(slo_s=1.0, refit_every=5)
     assert not prof.fitted
-    for i, o in enumerate(_lab(12)):
+    lab = _lab(30)
+    for i, o in enumerate(lab):
         prof.update(i // 2, o.features, o.examples, o.compute_s)
     assert prof.fitted
+    offline = IProf(slo_s=1.0).fit_global(lab)  # the same data, fitted at once
+    for o in _lab(5, seed=9):
+        assert prof.predict(-1, o.features, 10) == pytest.approx(
+            offline.predict(-1, o.features, 10), rel=1e-9
+        )
+
+
+def test_non_finite_features_fall_back_instead_of_crashing() -> None:
+    prof = IProf(slo_s=1.0, default_batch=24).fit_global(_lab())
+    feats = dict(_lab(1, seed=3)[0].features)
+    feats["ram_gb"] = float("nan")
+    assert prof.batch_size(0, feats) == 24
+    prof.update(0, feats, 10, 1.0)  # ignored, not learnt
+    assert prof.observations(0) == 0
+    with pytest.raises(ValueError, match="not finite"):
+        prof.predict(0, feats, 10)
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,8 @@ the seconds per example, is predicted in log space:
 
 Batch size: the largest n with predicted time ≤ SLO at the `slo_quantile` of the prediction
 error (log-normal, sd estimated from past errors: the global fit's residuals for cold devices,
-the per-device errors once a device has been observed), clipped to [min_batch, max_batch].
+the errors of personal predictions, pooled over devices, once a device has been observed),
+clipped to [min_batch, max_batch].
 FLeet predicts the mean; a quantile is what makes "≥ 90 % of requests meet the SLO" a setting
 rather than luck.
 
@@ -109,15 +110,35 @@ class IProf:
     # ------------------------------------------------------------ global model
     def _phi(self, features: Mapping[str, float]) -> np.ndarray:
         assert self.feature_names is not None
-        missing = [k for k in self.feature_names if k not in features]
-        if missing:
-            raise ValueError(f"device features lack {missing} (I-Prof uses {self.feature_names})")
+        problem = self.feature_problem(features)
+        if problem:
+            raise ValueError(problem)
         raw = np.array([float(features[k]) for k in self.feature_names])
         return np.log(np.maximum(raw, 1e-9))
 
+    def feature_problem(self, features: Mapping[str, float] | None) -> str | None:
+        """Why `features` cannot be used (missing or non-finite values), or None."""
+        if features is None:
+            return "the device reported no features"
+        names = self.feature_names if self.feature_names is not None else tuple(features)
+        missing = [k for k in names if k not in features]
+        if missing:
+            return f"device features lack {missing} (I-Prof uses {list(names)})"
+        bad = {k: features[k] for k in names if not math.isfinite(float(features[k]))}
+        if bad:
+            return f"device features {bad} are not finite numbers"
+        return None
+
     def fit_global(self, observations: Sequence[Observation]) -> IProf:
         """Fit the global model on observations of a population of devices; returns self."""
-        obs = [o for o in observations if o.examples > 0 and o.compute_s > 0]
+        obs = [
+            o
+            for o in observations
+            if o.examples > 0
+            and math.isfinite(o.compute_s)
+            and o.compute_s > 0
+            and self.feature_problem(o.features) is None
+        ]
         if len(obs) < 2:
             raise ValueError(f"fit_global needs ≥ 2 usable observations, got {len(obs)}")
         if self.feature_names is None:
@@ -158,16 +179,20 @@ class IProf:
         return examples * math.exp(self.log_slope(node_id, features))
 
     def error_sd(self, node_id: int) -> float:
-        """Sd of the log prediction error for this node (global residual sd when cold)."""
+        """Sd of the log prediction error: pooled over the personal predictions of all devices
+        once this node has been observed (and ≥ 5 such errors exist), else the global fit's
+        residual sd."""
         dev = self._devices.get(node_id)
         if self.personal and dev is not None and dev.observations > 0 and self._err_n >= 5:
             return math.sqrt(self._err_sq / self._err_n)
         return self._global_sd
 
     def batch_size(self, node_id: int, features: Mapping[str, float] | None) -> int:
-        """The largest batch whose predicted time meets the SLO at `slo_quantile`."""
-        if features is None or not self.fitted:
+        """The largest batch whose predicted time meets the SLO at `slo_quantile`
+        (`default_batch` without a model or without usable features)."""
+        if not self.fitted or self.feature_problem(features) is not None:
             return self.default_batch
+        assert features is not None
         z = NormalDist().inv_cdf(self.slo_quantile)
         per_example = math.exp(self.log_slope(node_id, features) + z * self.error_sd(node_id))
         n = int(self.slo_s / per_example / self.local_steps)
@@ -181,6 +206,8 @@ class IProf:
         """Learn from one measured task: a PA-II step on the node's log-space correction, and
         (every `refit_every` observations) a refit of the global model on all observations."""
         if examples <= 0 or not (math.isfinite(compute_s) and compute_s > 0):
+            return
+        if self.feature_problem(features) is not None:
             return
         if self.refit_every:
             self._history.append(Observation(dict(features), examples, compute_s))

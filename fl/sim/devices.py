@@ -648,6 +648,7 @@ def make_population(cfg: PopulationConfig, num_nodes: int, seed: int) -> list[De
             raise ValueError(
                 f"PopulationConfig.stragglers: node {i} does not exist among {num_nodes} nodes"
             )
+    for i in sorted({i % num_nodes for i in cfg.stragglers}):  # [-1, N-1]: slowed down once
         d = devices[i]
         devices[i] = dataclasses.replace(
             d, flops_per_s=d.flops_per_s / cfg.straggler_slowdown, group=f"{d.group}-straggler"

@@ -21,6 +21,9 @@ Choices where the paper and the authors' code differ or are silent (research not
   straggles (5 % for the 95th), and single mini-batches of IID data have BC ≈ 0.85, not 1, so a
   margin of 1 would boost ordinary updates by ~1.2×. `boost_margin=1` is the paper's literal
   "staler than the threshold".
+- The boosted weight is capped at `max_weight` = 1, the weight of a fresh update: FLeet's code has
+  no cap, and when τ_thres is small (say 95 % of updates are fresh, so τ_thres = 0) a stale
+  rare-label update would get up to 10× a fresh one's weight.
 - No boost during the first `warmup_updates` updates (default 2 × concurrency): until then the
   staleness distribution is still being learnt (the first wave of a loop has τ = 0, 1, ..., C−1).
 - An update without `label-counts` has similarity 1 (never boosted).
@@ -76,6 +79,7 @@ class AdaSGD(AsyncStrategy):
     cap_staleness: use min(τ, τ_thres) in the exponent (the authors' code).
     boost: enable the similarity boost; boost_floor: BC floor (max boost = 1/floor).
     boost_margin: the boost fires for τ > boost_margin × τ_thres.
+    max_weight: cap on a boosted update's weight (1: never more than a fresh update).
     warmup_updates: updates before the boost may fire (None: 2 × concurrency).
     """
 
@@ -88,6 +92,7 @@ class AdaSGD(AsyncStrategy):
         boost: bool = True,
         boost_floor: float = 0.1,
         boost_margin: float = 1.5,
+        max_weight: float = 1.0,
         warmup_updates: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -106,6 +111,8 @@ class AdaSGD(AsyncStrategy):
             raise ValueError(f"boost_floor = {boost_floor!r} is invalid: must be in (0, 1]")
         if not (math.isfinite(boost_margin) and boost_margin >= 1):
             raise ValueError(f"boost_margin = {boost_margin!r} is invalid: must be ≥ 1")
+        if not (math.isfinite(max_weight) and max_weight > 0):
+            raise ValueError(f"max_weight = {max_weight!r} is invalid: must be > 0")
         if warmup_updates is not None and warmup_updates < 0:
             raise ValueError(f"warmup_updates = {warmup_updates!r} is invalid: must be ≥ 0")
         self.staleness_percentile = float(staleness_percentile)
@@ -114,6 +121,7 @@ class AdaSGD(AsyncStrategy):
         self.boost = boost
         self.boost_floor = float(boost_floor)
         self.boost_margin = float(boost_margin)
+        self.max_weight = float(max_weight)
         self.warmup_updates = 2 * self.concurrency if warmup_updates is None else warmup_updates
         self.boosts_fired = 0
 
@@ -147,7 +155,8 @@ class AdaSGD(AsyncStrategy):
         factor = similarity_boost(sim, self.boost_floor) if fired else 1.0
         if fired:
             self.boosts_fired += 1
-        return lam * factor, {
+        weight = min(lam * factor, self.max_weight) if fired else lam
+        return weight, {
             "tau_thres": thres,
             "beta": beta,
             "similarity": sim,
@@ -164,4 +173,5 @@ class AdaSGD(AsyncStrategy):
             "boost": self.boost,
             "boost_floor": self.boost_floor,
             "boost_margin": self.boost_margin,
+            "max_weight": self.max_weight,
         }

@@ -137,16 +137,26 @@ class AsyncStrategy(Strategy):
         self.staleness_counts: dict[int, int] = {}  # τ → how many updates had it
         self.features: dict[int, dict[str, float]] = {}
         self.resting: dict[int, float] = {}  # node id → clock time it may get work again
+        self.clock: Callable[[], float] | None = None  # the loop's clock (virtual or wall)
         self.rejected: list[tuple[int, str]] = []
         self.update_log: list[dict[str, Any]] = []  # one entry per model update (drained)
 
     # ----------------------------------------------------------------- model
     def initialize(self, arrays: ArrayRecord) -> None:
-        """Start from `arrays` at version 0."""
+        """Start a run from `arrays` at version 0 (all state of an earlier run is dropped)."""
         self.arrays = arrays
         self.layout = layout_of(arrays)
         self.weights = flatten(arrays, self.layout, torch.float64)
         self.version = 0
+        self.rng = np.random.default_rng(self.seed)
+        self.tasks.clear()
+        self.buffer.clear()
+        self.label_totals = None
+        self.num_labels = 0
+        self.staleness_counts.clear()
+        self.resting.clear()
+        self.rejected.clear()
+        self.update_log.clear()
 
     def _ensure(self, arrays: ArrayRecord) -> None:
         if self.arrays is None:
@@ -159,7 +169,7 @@ class AsyncStrategy(Strategy):
     # ------------------------------------------------------------- dispatch
     def idle_nodes(self, grid: Grid) -> list[int]:
         """Online nodes with no task in flight and not resting after a failure, in id order."""
-        now = float(getattr(grid, "now", math.inf))
+        now = self.clock() if self.clock is not None else float(getattr(grid, "now", math.inf))
         return [
             n
             for n in sorted(grid.get_node_ids())
@@ -185,7 +195,7 @@ class AsyncStrategy(Strategy):
         if free <= 0 or not idle:
             return []
         picks = self.rng.choice(len(idle), size=min(free, len(idle)), replace=False)
-        now = float(getattr(grid, "now", 0.0))
+        now = self.clock() if self.clock is not None else float(getattr(grid, "now", 0.0))
         return [self.request(idle[int(i)], config, now) for i in picks]
 
     def request(self, node_id: int, config: ConfigRecord, now: float = 0.0) -> Message:
@@ -251,16 +261,26 @@ class AsyncStrategy(Strategy):
         )
         if len(self.buffer) < self.buffer_size:
             return False
-        self._apply_buffer()
-        return True
+        return self._apply_buffer()
 
-    def _apply_buffer(self) -> None:
+    def _apply_buffer(self) -> bool:
+        """Apply the buffered window; False if `max_staleness` dropped all of it (no update)."""
         window, self.buffer = self.buffer, []
         for u in window:
             u.staleness = self.version - u.version
         kept = [
             u for u in window if self.max_staleness is None or u.staleness <= self.max_staleness
         ]
+        kept_ids = {id(u) for u in kept}
+        for u in window:
+            if id(u) not in kept_ids:
+                self.rejected.append(
+                    (u.node_id, f"staleness {u.staleness} > max_staleness {self.max_staleness}")
+                )
+        if not kept:
+            for u in window:
+                self.staleness_counts[u.staleness] = self.staleness_counts.get(u.staleness, 0) + 1
+            return False
         info: dict[str, Any] = {
             "round": self.version + 1,
             "window": len(window),
@@ -281,9 +301,8 @@ class AsyncStrategy(Strategy):
                 info[k] = float(np.mean(info[k]))
         info["weight"] = float(np.mean(weights)) if weights else math.nan
         assert self.weights is not None and self.layout is not None and self.arrays is not None
-        if kept:
-            self.weights = self.apply_window(kept, weights)
-            self.arrays = unflatten(self.weights, self.layout, self.arrays)
+        self.weights = self.apply_window(kept, weights)
+        self.arrays = unflatten(self.weights, self.layout, self.arrays)
         for u in window:
             self.staleness_counts[u.staleness] = self.staleness_counts.get(u.staleness, 0) + 1
         for u in kept:
@@ -293,6 +312,7 @@ class AsyncStrategy(Strategy):
                 self.label_totals += u.label_counts
         self.version += 1
         self.update_log.append(info)
+        return True
 
     # ------------------------------------------------------- policy pieces
     def update_weight(self, update: Update) -> tuple[float, dict[str, float]]:
@@ -366,7 +386,10 @@ class AsyncStrategy(Strategy):
         """Run the asynchronous loop on `grid` until `num_rounds` model updates.
 
         Same signature as Flower's `Strategy.start`, so a ServerApp runs an asynchronous
-        strategy exactly like a synchronous one; `timeout` is each task's TTL.
+        strategy exactly like a synchronous one; `timeout` is each task's TTL, `evaluate_fn` is
+        called after every model update (as Flower calls it after every round). Client metrics
+        are not aggregated (`train_metrics_clientapp` stays empty) and `evaluate_config` is
+        unused: asynchronous strategies do no federated evaluation.
         """
         from fl.async_rounds import AsyncSettings, run_async
 
@@ -378,6 +401,7 @@ class AsyncStrategy(Strategy):
             AsyncSettings(
                 max_updates=num_rounds,
                 timeout=timeout,
+                eval_every=1,
                 train_config=train_config or ConfigRecord(),
             ),
             central_eval=_wrap_eval(evaluate_fn) if evaluate_fn else None,

@@ -34,6 +34,11 @@ class FedAsync(AsyncStrategy):
         b: float = 4.0,
         **kwargs: Any,
     ) -> None:
+        for key, neutral in (("server_lr", 1.0), ("lr_decay", 0.0), ("weighting", "uniform")):
+            if kwargs.get(key, neutral) != neutral:
+                raise ValueError(
+                    f"{key} = {kwargs[key]!r} is not used by FedAsync (its step is `mixing`)"
+                )
         super().__init__(**kwargs)
         if not (math.isfinite(mixing) and 0 < mixing <= 1):
             raise ValueError(f"mixing = {mixing!r} is invalid: must be in (0, 1]")

@@ -9,6 +9,7 @@ the SLO on every phone instead of waiting for the slowest one's fixed batch.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,7 +28,6 @@ class WithProfiler(Strategy):
         self.profiler = profiler
         self.query_timeout = float(query_timeout)
         self.features: dict[int, dict[str, float]] = {}
-        self._queried: set[int] = set()
         self._sent: dict[int, dict[str, Any]] = {}
 
     def __getattr__(self, name: str) -> Any:  # attributes the round loop reads (min nodes, ...)
@@ -36,15 +36,27 @@ class WithProfiler(Strategy):
         return getattr(self.strategy, name)
 
     def _query(self, nodes: list[int], grid: Grid) -> None:
-        new = [n for n in nodes if n not in self._queried]
+        """Ask nodes without known features for them. Only answers that are in when the first
+        one arrives are used (a lost query must not hold the round up to its TTL); a node that
+        did not answer is asked again the next time it is selected."""
+        new = [n for n in nodes if n not in self.features]
         if not new:
             return
-        self._queried.update(new)
         msgs = [
             Message(RecordDict(), n, MessageType.QUERY, group_id="features", ttl=self.query_timeout)
             for n in new
         ]
-        for reply in grid.send_and_receive(msgs, timeout=self.query_timeout):
+        ids = [i for i in grid.push_messages(msgs) if i]
+        replies = list(grid.pull_messages(ids))  # the virtual grid jumps to the first answer
+        deadline = time.monotonic() + self.query_timeout
+        while not replies and not hasattr(grid, "now") and time.monotonic() < deadline:
+            time.sleep(0.05)  # a real grid: poll until the first answers are in
+            replies = list(grid.pull_messages(ids))
+        answered = {r.metadata.reply_to_message_id for r in replies}
+        drop = getattr(grid, "drop", None)
+        if drop is not None:
+            drop([i for i in ids if i not in answered])
+        for reply in replies:
             if not reply.has_error():
                 for rec in reply.content.metric_records.values():
                     if feats := as_features(rec):

@@ -5,9 +5,10 @@ node was sent and the version its update is applied to (never seconds).
 
 - DynSGD (Jiang et al., SIGMOD'17): λ(τ) = 1/(τ+1).
 - AdaSGD (FLeet, Damaskinos et al., Middleware'20): Λ(τ) = exp(−βτ) with β chosen so that
-  Λ(τ_thres) = 1/(τ_thres+1), i.e. β = ln(τ_thres+1)/τ_thres: it dampens less than DynSGD below
-  the threshold and more above it. Updates staler than τ_thres whose labels are rare (low
-  Bhattacharyya coefficient against the labels seen so far) are boosted by 1/max(floor, BC).
+  Λ(τ_thres) = 1/(τ_thres+1), i.e. β = ln(τ_thres+1)/τ_thres: uncapped, it dampens less than
+  DynSGD below the threshold and more above it (`AdaSGD` caps τ at τ_thres by default, so it
+  never dampens below 1/(τ_thres+1)). Stale updates whose labels are rare (low Bhattacharyya
+  coefficient against the labels seen so far) are boosted by 1/max(floor, BC).
 - FedAsync (Xie et al., 2019): mixing weight α·s(τ) with s constant, polynomial (τ+1)^−a or
   hinge (1 if τ ≤ b, else 1/(a(τ−b)+1)).
 - FedBuff (Nguyen et al., AISTATS'22), as in FedScale: 1/√(1+τ).
