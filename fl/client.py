@@ -104,6 +104,20 @@ def local_training(cfg: ExperimentConfig, request: ConfigRecord | None) -> Local
     )
 
 
+def _partition(context: Context, ws: Workspace) -> int:
+    """This node's partition index, checked against the experiment's number of nodes (on
+    Flower's engines the federation's node count and `num_nodes` must agree)."""
+    pid = int(context.node_config["partition-id"])  # type: ignore[arg-type]
+    parts = context.node_config.get("num-partitions")
+    n = ws.config.num_nodes
+    if (parts is not None and int(parts) != n) or not 0 <= pid < n:  # type: ignore[arg-type]
+        raise ValueError(
+            f"this node is partition {pid} of {parts}, but the experiment has num_nodes = {n}: "
+            f"run it with {n} SuperNodes (num-supernodes={n}) or set num_nodes"
+        )
+    return pid
+
+
 def _next_call(context: Context) -> int:
     """Count this node's tasks in its persistent state (a per-node RNG stream index)."""
     rec = context.state.config_records.get("fl.node")
@@ -121,7 +135,7 @@ def _request_config(msg: Message) -> ConfigRecord | None:
 def train(msg: Message, context: Context) -> Message:
     """Load the sent model, train on this node's partition, reply with the new model."""
     ws = workspace(context.run_config)
-    pid = int(context.node_config["partition-id"])  # type: ignore[arg-type]
+    pid = _partition(context, ws)
     request = _request_config(msg)
     hp = local_training(ws.config, request)
     x_tr, y_tr, _, _ = ws.data.node(pid)
@@ -172,7 +186,7 @@ def device_features(msg: Message, context: Context) -> Message:
 def evaluate_local(msg: Message, context: Context) -> Message:
     """Evaluate the sent model on this node's local test split (train split if it has none)."""
     ws = workspace(context.run_config)
-    pid = int(context.node_config["partition-id"])  # type: ignore[arg-type]
+    pid = _partition(context, ws)
     x_tr, y_tr, x_te, y_te = ws.data.node(pid)
     if len(y_te) == 0:
         x_te, y_te = x_tr, y_tr

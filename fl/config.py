@@ -17,7 +17,16 @@ from typing import Any
 
 from fl.data import DATASETS, PARTITIONS, DataConfig
 from fl.models import MODELS, ModelConfig
-from fl.schema import ConfigError, flatten, from_dict, parse_value, set_dotted, to_dict, unflatten
+from fl.schema import (
+    ConfigError,
+    flatten,
+    flatten_plain,
+    from_dict,
+    parse_value,
+    set_dotted,
+    to_dict,
+    unflatten,
+)
 from fl.sim.attacks import AttackConfig
 from fl.sim.devices import POPULATIONS, PopulationConfig
 
@@ -184,6 +193,12 @@ class ExperimentConfig:
     def to_run_config(self) -> dict[str, Any]:
         """Flat scalar dict for Flower's `context.run_config` (ClientApps rebuild it)."""
         return flatten(self.to_dict())
+
+    def to_flower_run_config(self) -> dict[str, Any]:
+        """The flat form for `flwr run --run-config` and pyproject's [tool.flwr.app.config]:
+        always the same keys (lists as "[..]" strings, None as "none", the strategy's options
+        as one inline-table string)."""
+        return flatten_plain(self.to_dict(), {"strategy.options"})
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> ExperimentConfig:

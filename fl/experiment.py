@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord
+from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fl import client
@@ -35,7 +36,7 @@ class RunResult:
     config: ExperimentConfig
     rows: list[dict[str, Any]]
     arrays: ArrayRecord
-    grid: VirtualGrid
+    grid: Grid  # a VirtualGrid, unless the run was on one of Flower's engines
     stop_reason: str
     wall_s: float
     out_dir: Path | None
@@ -141,8 +142,11 @@ def run_experiment(
     progress: bool = False,
     strategy: Strategy | None = None,
     quiet_flower: bool = True,
+    grid: Grid | None = None,
 ) -> RunResult:
-    """Run `cfg` on the virtual grid; write the results folder if `out_dir` is given.
+    """Run `cfg` on the virtual grid (or on `grid`, e.g. the Grid Flower's engines hand a
+    ServerApp: then times are wall-clock seconds); write the results folder if `out_dir` is
+    given.
 
     Flower's per-round INFO logs are silenced unless `quiet_flower` is False (the rounds
     table and the progress bar carry the same information).
@@ -154,7 +158,7 @@ def run_experiment(
     logging.getLogger("flwr").setLevel(logging.WARNING if quiet_flower else logging.INFO)
     seed_everything(cfg.seed)
     ws = client.workspace(cfg.to_run_config())
-    grid = build_grid(cfg)
+    grid = grid if grid is not None else build_grid(cfg)
     strategy = strategy or build_experiment_strategy(cfg)
     initial = ArrayRecord(client._model(cfg.model, ws.data, cfg.seed).state_dict())
     settings = LoopSettings(
@@ -168,7 +172,8 @@ def run_experiment(
     )
     bar = _progress(cfg, progress)
     seed_everything(cfg.seed)  # the same RNG state whatever the set-up did
-    grid.activate()
+    if isinstance(grid, VirtualGrid):
+        grid.activate()
     central = central_evaluator(ws) if cfg.evaluation.central else None
     result: LoopResult
     if isinstance(strategy, AsyncStrategy):  # `rounds` counts model updates

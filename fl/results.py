@@ -96,9 +96,9 @@ def summary(run: RunResult) -> dict[str, Any]:
         "final_accuracy": run.final_accuracy,
         "virtual_time_s": float(last.get("virtual_time", 0.0)),
         "wall_time_s": run.wall_s,
-        "client_wall_s": run.grid.client_wall_s,
+        "client_wall_s": getattr(run.grid, "client_wall_s", None),  # virtual grid only
         "stop_reason": run.stop_reason,
-        "messages": len(run.grid.outcomes),
+        "messages": len(getattr(run.grid, "outcomes", {})),
     }
     if "profiling_time" in last:
         out["profiling_time_s"] = float(last["profiling_time"])
@@ -120,7 +120,8 @@ def write_results(run: RunResult) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.toml").write_text(to_toml(run.config.to_dict()))
     write_csv(out / "rounds.csv", run.rows)
-    msgs = sorted(run.grid.outcomes.values(), key=lambda o: o.seq)
+    outcomes = getattr(run.grid, "outcomes", {})  # Flower's own grids keep no outcomes
+    msgs = sorted(outcomes.values(), key=lambda o: o.seq)
     write_csv(out / "messages.csv", [vars(o) for o in msgs], MESSAGE_COLUMNS)
     (out / "summary.json").write_text(json.dumps(summary(run), indent=2) + "\n")
     torch.save(run.arrays.to_torch_state_dict(), out / "model.pt")

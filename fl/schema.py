@@ -51,6 +51,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         return from_dict(tp, value, where)
     if origin is tuple:
         args = typing.get_args(tp)
+        if isinstance(value, str) and value.strip().startswith("["):
+            value = parse_value(value)  # Flower's run_config has no lists: "[32, 16]"
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:
@@ -61,6 +63,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
             coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
         )
     if origin in (dict, Mapping) or tp is dict:
+        if isinstance(value, str) and value.strip().startswith("{"):
+            value = parse_value(value)  # Flower's run_config has no tables: "{policy = 'fast'}"
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a table, got {value!r}")
         return dict(value)
@@ -158,6 +162,39 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def flatten_plain(tree: Mapping[str, Any], free_tables: set[str], prefix: str = "") -> dict:
+    """Nested dict -> {'a.b': scalar} in a form a person types into Flower's run_config:
+    lists as TOML strings ("[64]"), None as "none", and the free-form tables named in
+    `free_tables` (e.g. "strategy.options") as one inline-table string ("{policy = 'fast'}"),
+    so the set of keys never depends on the values (Flower rejects override keys its defaults
+    lack). `unflatten` + the schema read both this form and `flatten`'s."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if name in free_tables:
+            out[name] = toml_inline(value or {})
+        elif isinstance(value, Mapping):
+            out.update(flatten_plain(value, free_tables, f"{name}."))
+        elif isinstance(value, list):
+            out[name] = toml_value(value)
+        elif value is None:
+            out[name] = "none"
+        else:
+            out[name] = value
+    return out
+
+
+def toml_inline(value: Any) -> str:
+    """A value as inline TOML (tables as `{k = v, ...}`)."""
+    if isinstance(value, Mapping):
+        return (
+            "{" + ", ".join(f"{toml_value(k)} = {toml_inline(v)}" for k, v in value.items()) + "}"
+        )
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_inline(v) for v in value) + "]"
+    return toml_value(value)
 
 
 def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:

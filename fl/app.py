@@ -1,0 +1,43 @@
+"""The Flower App: the same experiments on Flower's own engines (`flwr run .`).
+
+`serverapp` reads the experiment from `context.run_config` (the flat form of `ExperimentConfig`:
+the `[tool.flwr.app.config]` defaults in pyproject.toml, overridden by `--run-config`, one schema
+with `fl-sim run`), builds the strategy by name and runs it with the project's loops: synchronous
+strategies through `fl.rounds.run_rounds` (Flower's `Strategy.start` plus the study's
+bookkeeping), asynchronous ones through `fl.async_rounds.run_async` (push/pull). It writes the
+same results folder as a virtual-grid run, with wall-clock seconds in place of virtual ones.
+`clientapp` is the project's ClientApp (`fl.client.app`).
+
+On Flower's engines there is no device model (times are real) and the attack wrappers of the
+virtual grid are not applied.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fl.client import app as clientapp
+from fl.config import ExperimentConfig
+
+__all__ = ["clientapp", "serverapp"]
+
+serverapp = ServerApp()
+log = logging.getLogger("flwr")
+
+
+@serverapp.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run the experiment `context.run_config` describes and write its results folder."""
+    from fl.experiment import run_experiment
+    from fl.results import summary
+
+    cfg = ExperimentConfig.from_run_config(context.run_config)
+    out = Path(cfg.output_dir) / cfg.name
+    result = run_experiment(cfg, out, grid=grid, quiet_flower=False)
+    log.info("fl: %s", json.dumps(summary(result)))
+    log.info("fl: results in %s", out.resolve())

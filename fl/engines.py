@@ -1,0 +1,154 @@
+"""Launch an experiment on Flower's own engines with `flwr run` (Simulation Engine on Ray).
+
+`run_on_flower(cfg)` runs the same `ExperimentConfig` that `fl-sim run` runs on the virtual grid,
+through `flwr run <repo> local --federation-config "num-supernodes=N ..."`, and returns the
+results folder the Flower ServerApp (`fl.app`) wrote. What it takes care of (measured pitfalls of
+flwr 1.41, research/flower_api.md §6–7):
+
+- a private `FLWR_HOME` (connection config, app installs, the local SuperLink's database), so
+  nothing is read from or written to `~/.flwr`;
+- free ports for the local SuperLink (`FLWR_LOCAL_SUPERLINK_HTTP_API_PORT`,
+  `FLWR_LOCAL_CONTROL_API_PORT`): the defaults are shared by every user of the machine;
+- `FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1`: otherwise `flwr run` resolves the app's
+  dependencies with uv at run time (which pulled a multi-GB CUDA torch);
+- `flwr run` leaves the SuperLink it started running: it is stopped by PID afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from fl.config import ExperimentConfig
+from fl.schema import toml_value
+
+APP_DIR = Path(__file__).resolve().parents[1]
+"""The Flower App: the repository root (its pyproject.toml has the [tool.flwr.app] sections)."""
+
+
+class FlowerRunError(RuntimeError):
+    """`flwr run` failed; the message carries the end of its output."""
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def flower_env(home: Path, http_port: int, control_port: int) -> dict[str, str]:
+    """Environment for `flwr` commands: private home, own ports, no runtime installs, and the
+    interpreter's bin directory first on PATH (`flwr run` starts `flower-superlink` by name)."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "FLWR_HOME": str(home),
+            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http_port),
+            "FLWR_LOCAL_CONTROL_API_PORT": str(control_port),
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+        }
+    )
+    return env
+
+
+def run_config_toml(run_config: Mapping[str, Any]) -> str:
+    """A flat run_config as a TOML file `flwr run --run-config FILE` accepts."""
+    return "".join(f"{toml_value(k)} = {toml_value(v)}\n" for k, v in run_config.items())
+
+
+def stop_processes(match: str) -> int:
+    """Terminate (then kill) every process whose command line contains `match`, with its
+    children; returns how many were found."""
+    import psutil  # a dependency of ray, hence of flwr[simulation]
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info.get("cmdline") or [])
+        if match in cmd and proc.pid != os.getpid():
+            found.append(proc)
+    procs = list(found)
+    for proc in found:
+        with suppress(psutil.NoSuchProcess):
+            procs.extend(proc.children(recursive=True))
+    for proc in procs:
+        with suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=10)
+    for proc in alive:
+        with suppress(psutil.NoSuchProcess):
+            proc.kill()
+    return len(found)
+
+
+@contextmanager
+def local_flower_home(home: Path | None = None) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A FLWR_HOME whose default connection is a local simulation SuperLink on free ports;
+    the SuperLink `flwr run` starts there is stopped on exit."""
+    tmp = None
+    if home is None:
+        tmp = tempfile.mkdtemp(prefix="fl-flwr-home-")
+        home = Path(tmp)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(
+        '[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local:"\n'
+    )
+    http_port, control_port = free_port(), free_port()
+    try:
+        yield home, flower_env(home, http_port, control_port)
+    finally:
+        stop_processes(f"--control-api-address 127.0.0.1:{control_port}")
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_on_flower(
+    cfg: ExperimentConfig,
+    out_dir: str | Path,
+    *,
+    cpus_per_client: float = 1.0,
+    timeout_s: float = 3600.0,
+    verbose: bool = False,
+) -> Path:
+    """Run `cfg` on Flower's Simulation Engine (Ray) with `cfg.num_nodes` SuperNodes; return
+    the results folder (`out_dir`, written by the ServerApp)."""
+    out_dir = Path(out_dir).resolve()
+    run_config = cfg.replace(
+        output_dir=str(out_dir.parent), name=out_dir.name
+    ).to_flower_run_config()
+    with local_flower_home() as (home, env):
+        rc = home / "run_config.toml"
+        rc.write_text(run_config_toml(run_config))
+        cmd = [
+            str(Path(sys.executable).parent / "flwr"),
+            "run",
+            str(APP_DIR),
+            "local",
+            "--stream",
+            "--federation-config",
+            f"num-supernodes={cfg.num_nodes} client-resources-num-cpus={cpus_per_client}",
+            "--run-config",
+            str(rc),
+        ]
+        try:
+            proc = subprocess.run(
+                cmd, env=env, capture_output=not verbose, text=True, timeout=timeout_s
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise FlowerRunError(f"flwr run did not finish within {timeout_s} s") from exc
+    output = (proc.stdout or "") + (proc.stderr or "")
+    if proc.returncode != 0 or not (out_dir / "summary.json").is_file():
+        tail = "\n".join(output.strip().splitlines()[-30:])
+        raise FlowerRunError(
+            f"flwr run exited with {proc.returncode} and wrote no results in {out_dir}:\n{tail}"
+        )
+    return out_dir
