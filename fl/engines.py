@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -67,27 +69,45 @@ def run_config_toml(run_config: Mapping[str, Any]) -> str:
 
 
 def stop_processes(match: str) -> int:
-    """Terminate (then kill) every process whose command line contains `match`, with its
-    children; returns how many were found."""
-    import psutil  # a dependency of ray, hence of flwr[simulation]
+    """Terminate (then kill) every process whose command line contains `match`, and their
+    descendants; returns how many matched. Uses `ps` (Linux and macOS)."""
+    out = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True)
+    table = []
+    for line in out.stdout.splitlines():
+        parts = line.split(None, 2)
+        if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
+            table.append((int(parts[0]), int(parts[1]), parts[2]))
+    roots = {pid for pid, _, cmd in table if match in cmd and pid != os.getpid()}
+    doomed, frontier = set(roots), set(roots)
+    while frontier:  # descendants
+        frontier = {pid for pid, ppid, _ in table if ppid in frontier and pid not in doomed}
+        doomed |= frontier
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = set()
+        for pid in doomed:
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+                alive.add(pid)
+        deadline = time.monotonic() + 10
+        while alive and time.monotonic() < deadline:
+            alive = {pid for pid in alive if _running(pid)}
+            time.sleep(0.1)
+        doomed = alive
+        if not doomed:
+            break
+    return len(roots)
 
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(proc.info.get("cmdline") or [])
-        if match in cmd and proc.pid != os.getpid():
-            found.append(proc)
-    procs = list(found)
-    for proc in found:
-        with suppress(psutil.NoSuchProcess):
-            procs.extend(proc.children(recursive=True))
-    for proc in procs:
-        with suppress(psutil.NoSuchProcess):
-            proc.terminate()
-    _, alive = psutil.wait_procs(procs, timeout=10)
-    for proc in alive:
-        with suppress(psutil.NoSuchProcess):
-            proc.kill()
-    return len(found)
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child (else it stays a zombie)
+    return os.path.exists(f"/proc/{pid}") if os.path.isdir("/proc") else True
 
 
 @contextmanager
@@ -135,7 +155,7 @@ def run_on_flower(
             "local",
             "--stream",
             "--federation-config",
-            f"num-supernodes={cfg.num_nodes} client-resources-num-cpus={cpus_per_client}",
+            f"num-supernodes={cfg.num_nodes} client-resources-num-cpus={cpus_per_client:g}",
             "--run-config",
             str(rc),
         ]

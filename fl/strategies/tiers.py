@@ -33,9 +33,10 @@ def split_tiers(
         raise ValueError(f"tiering = {method!r} is invalid: must be one of {', '.join(TIERINGS)}")
     nodes = sorted(latency, key=lambda n: (latency[n], n))
     if method == "quantile":
+        # split positions, not ids: Flower's node ids are 64-bit unsigned (beyond int64)
         return [
-            list(map(int, part))
-            for part in np.array_split(np.array(nodes, dtype=np.int64), num_tiers)
+            [int(nodes[i]) for i in part]
+            for part in np.array_split(np.arange(len(nodes)), num_tiers)
         ]
     tiers: list[list[int]] = [[] for _ in range(num_tiers)]
     if not nodes:
