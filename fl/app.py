@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 from flwr.app import Context
@@ -38,6 +39,20 @@ def main(grid: Grid, context: Context) -> None:
 
     cfg = ExperimentConfig.from_run_config(context.run_config)
     out = Path(cfg.output_dir) / cfg.name
+    wait_for_nodes(grid, cfg.num_nodes)
     result = run_experiment(cfg, out, grid=grid, quiet_flower=False)
     log.info("fl: %s", json.dumps(summary(result)))
     log.info("fl: results in %s", out.resolve())
+
+
+def wait_for_nodes(grid: Grid, n: int, timeout_s: float = 300.0) -> None:
+    """Wait (wall clock) until `n` nodes are connected: a Deployment Engine's SuperNodes
+    register one by one, and a run that starts early would sample fewer nodes."""
+    deadline = time.monotonic() + timeout_s
+    while len(grid.get_node_ids()) < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"only {len(grid.get_node_ids())} of num_nodes = {n} nodes connected within "
+                f"{timeout_s:.0f} s: start {n} SuperNodes (partition-id 0..{n - 1})"
+            )
+        time.sleep(0.5)

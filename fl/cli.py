@@ -24,20 +24,43 @@ def run(
         Path | None, typer.Option(help="results folder (default: <output_dir>/<name>)")
     ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="virtual: the virtual grid (virtual time); flower: Flower's Simulation Engine "
+            "(Ray) through `flwr run`, one SuperNode per node (wall-clock time)"
+        ),
+    ] = "virtual",
+    cpus_per_client: Annotated[
+        float, typer.Option(help="--engine flower: CPUs Ray reserves per ClientApp")
+    ] = 1.0,
 ) -> None:
-    """Run one experiment on the virtual grid and write its results folder."""
+    """Run one experiment and write its results folder."""
     from fl.config import load_config
     from fl.experiment import run_experiment
     from fl.results import summary
 
+    if engine not in ("virtual", "flower"):
+        typer.echo(f"error: --engine {engine!r} is unknown; use virtual or flower", err=True)
+        raise typer.Exit(2)
     try:
         cfg = load_config(config, set_ or [])
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     out_dir = out or Path(cfg.output_dir) / cfg.name
-    result = run_experiment(cfg, out_dir, progress=not quiet)
-    typer.echo(json.dumps(summary(result), indent=2))
+    if engine == "flower":
+        from fl.engines import FlowerRunError, run_on_flower
+
+        try:
+            run_on_flower(cfg, out_dir, cpus_per_client=cpus_per_client, verbose=not quiet)
+        except FlowerRunError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        typer.echo((out_dir / "summary.json").read_text())
+    else:
+        result = run_experiment(cfg, out_dir, progress=not quiet)
+        typer.echo(json.dumps(summary(result), indent=2))
     typer.echo(f"results: {out_dir}")
 
 

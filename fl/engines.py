@@ -68,16 +68,18 @@ def run_config_toml(run_config: Mapping[str, Any]) -> str:
     return "".join(f"{toml_value(k)} = {toml_value(v)}\n" for k, v in run_config.items())
 
 
-def stop_processes(match: str) -> int:
-    """Terminate (then kill) every process whose command line contains `match`, and their
-    descendants; returns how many matched. Uses `ps` (Linux and macOS)."""
-    out = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True)
+def stop_processes(match: str, pids: set[int] | None = None) -> int:
+    """Terminate (then kill) every process whose command line contains `match` (or whose pid
+    is in `pids`), and their descendants; returns how many matched. Uses `ps` (Linux, macOS)."""
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,args="], capture_output=True, text=True)
     table = []
     for line in out.stdout.splitlines():
         parts = line.split(None, 2)
         if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
             table.append((int(parts[0]), int(parts[1]), parts[2]))
-    roots = {pid for pid, _, cmd in table if match in cmd and pid != os.getpid()}
+    roots = {
+        pid for pid, _, cmd in table if (match in cmd or pid in (pids or ())) and pid != os.getpid()
+    }
     doomed, frontier = set(roots), set(roots)
     while frontier:  # descendants
         frontier = {pid for pid, ppid, _ in table if ppid in frontier and pid not in doomed}
@@ -131,6 +133,72 @@ def local_flower_home(home: Path | None = None) -> Iterator[tuple[Path, dict[str
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextmanager
+def local_deployment(
+    num_nodes: int, home: Path | None = None, startup_s: float = 3.0
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """A Deployment Engine on this machine, insecure (for trying it out): one
+    `flower-superlink` and `num_nodes` `flower-supernode` processes with partition ids
+    0..N-1, on free ports. Yields (connection name, env) for `flwr run . <name>`; every
+    process is stopped on exit."""
+    tmp = None
+    if home is None:
+        tmp = tempfile.mkdtemp(prefix="fl-flwr-deploy-")
+        home = Path(tmp)
+    home.mkdir(parents=True, exist_ok=True)
+    # flwr 1.41 serves the SuperLink's Runtime, Control and Fleet HTTP APIs on one port.
+    port = free_port()
+    (home / "config.toml").write_text(
+        '[superlink]\ndefault = "deployment"\n\n[superlink.deployment]\n'
+        f'address = "127.0.0.1:{port}"\ninsecure = true\n'
+    )
+    env = flower_env(home, free_port(), free_port())
+    bindir = Path(sys.executable).parent
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = []
+    try:
+        link_log = open(home / "superlink.log", "wb")  # noqa: SIM115 (closed below)
+        logs.append(link_log)
+        procs.append(
+            subprocess.Popen(
+                [str(bindir / "flower-superlink"), "--insecure",
+                 "--host", "127.0.0.1", "--port", str(port),
+                 "--database", str(home / "state.db"),
+                 "--disable-runtime-dependency-installation"],
+                env=env, stdout=link_log, stderr=subprocess.STDOUT,
+            )
+        )  # fmt: skip
+        for i in range(num_nodes):
+            node_log = open(home / f"supernode-{i}.log", "wb")  # noqa: SIM115
+            logs.append(node_log)
+            procs.append(
+                subprocess.Popen(
+                    [str(bindir / "flower-supernode"), "--insecure",
+                     "--superlink", f"127.0.0.1:{port}",
+                     "--node-config", f"partition-id={i} num-partitions={num_nodes}",
+                     "--host", "127.0.0.1", "--port", str(free_port())],
+                    env=env, stdout=node_log, stderr=subprocess.STDOUT,
+                )
+            )  # fmt: skip
+        time.sleep(startup_s)
+        dead = [p.args for p in procs if p.poll() is not None]
+        if dead:
+            raise FlowerRunError(f"Flower processes exited at start: {dead}; logs in {home}")
+        yield "deployment", env
+    finally:
+        for p in procs:
+            stop_processes_tree(p.pid)
+        for f in logs:
+            f.close()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def stop_processes_tree(pid: int) -> None:
+    """Stop `pid` and its descendants (SIGTERM, then SIGKILL after 10 s)."""
+    stop_processes(f"\x00pid:{pid}", pids={pid})
+
+
 def run_on_flower(
     cfg: ExperimentConfig,
     out_dir: str | Path,
@@ -138,30 +206,41 @@ def run_on_flower(
     cpus_per_client: float = 1.0,
     timeout_s: float = 3600.0,
     verbose: bool = False,
+    home: Path | None = None,
 ) -> Path:
     """Run `cfg` on Flower's Simulation Engine (Ray) with `cfg.num_nodes` SuperNodes; return
-    the results folder (`out_dir`, written by the ServerApp)."""
+    the results folder (`out_dir`, written by the ServerApp). `home`: the FLWR_HOME to use
+    (default: a temporary one, removed afterwards)."""
+    federation = f"num-supernodes={cfg.num_nodes} client-resources-num-cpus={cpus_per_client:g}"
+    with local_flower_home(home) as (_, env):
+        return flwr_run(
+            cfg, out_dir, "local", env, ["--federation-config", federation], timeout_s, verbose
+        )
+
+
+def flwr_run(
+    cfg: ExperimentConfig,
+    out_dir: str | Path,
+    connection: str,
+    env: Mapping[str, str],
+    extra: list[str] | None = None,
+    timeout_s: float = 3600.0,
+    verbose: bool = False,
+) -> Path:
+    """`flwr run <repo> <connection> --stream --run-config <cfg>`; returns the results folder
+    the ServerApp wrote (`out_dir`), or raises FlowerRunError with the end of the output."""
     out_dir = Path(out_dir).resolve()
     run_config = cfg.replace(
         output_dir=str(out_dir.parent), name=out_dir.name
     ).to_flower_run_config()
-    with local_flower_home() as (home, env):
-        rc = home / "run_config.toml"
+    with tempfile.TemporaryDirectory(prefix="fl-run-config-") as tmp:
+        rc = Path(tmp) / "run_config.toml"
         rc.write_text(run_config_toml(run_config))
-        cmd = [
-            str(Path(sys.executable).parent / "flwr"),
-            "run",
-            str(APP_DIR),
-            "local",
-            "--stream",
-            "--federation-config",
-            f"num-supernodes={cfg.num_nodes} client-resources-num-cpus={cpus_per_client:g}",
-            "--run-config",
-            str(rc),
-        ]
+        cmd = [str(Path(sys.executable).parent / "flwr"), "run", str(APP_DIR), connection,
+               "--stream", *(extra or []), "--run-config", str(rc)]  # fmt: skip
         try:
             proc = subprocess.run(
-                cmd, env=env, capture_output=not verbose, text=True, timeout=timeout_s
+                cmd, env=dict(env), capture_output=not verbose, text=True, timeout=timeout_s
             )
         except subprocess.TimeoutExpired as exc:
             raise FlowerRunError(f"flwr run did not finish within {timeout_s} s") from exc
