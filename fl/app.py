@@ -49,10 +49,10 @@ def wait_for_nodes(grid: Grid, n: int, timeout_s: float = 300.0) -> None:
     """Wait (wall clock) until `n` nodes are connected: a Deployment Engine's SuperNodes
     register one by one, and a run that starts early would sample fewer nodes."""
     deadline = time.monotonic() + timeout_s
-    while len(grid.get_node_ids()) < n:
+    while len(list(grid.get_node_ids())) < n:
         if time.monotonic() > deadline:
             raise RuntimeError(
-                f"only {len(grid.get_node_ids())} of num_nodes = {n} nodes connected within "
+                f"only {len(list(grid.get_node_ids()))} of num_nodes = {n} nodes connected within "
                 f"{timeout_s:.0f} s: start {n} SuperNodes (partition-id 0..{n - 1})"
             )
         time.sleep(0.5)

@@ -174,7 +174,7 @@ def _label_classes(ws: Workspace) -> int:
 def device_features(msg: Message, context: Context) -> Message:
     """Reply with what this device says about itself (`device.<name>` entries of its node
     config): the features a profiler such as I-Prof predicts speed from."""
-    feats = {
+    feats: dict[str, int | float | list[int] | list[float]] = {
         k: float(v)
         for k, v in context.node_config.items()
         if k.startswith("device.") and isinstance(v, int | float) and not isinstance(v, bool)

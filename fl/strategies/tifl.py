@@ -231,7 +231,7 @@ class TiFL(FedAvg):
             tier = self._draw_tier(online)
             pool = sorted(n for n in self.tiers[tier] if n in online) if tier is not None else []
         k = min(self.clients_per_round, len(pool))
-        picks = self.rng.choice(len(pool), size=k, replace=False) if k else []
+        picks: list[int] = list(self.rng.choice(len(pool), size=k, replace=False)) if k else []
         chosen = sorted(int(pool[int(i)]) for i in picks)  # positions: ids may exceed int64
         if tier is not None:
             self.credits[tier] -= 1
