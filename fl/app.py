@@ -8,8 +8,8 @@ bookkeeping), asynchronous ones through `fl.async_rounds.run_async` (push/pull).
 same results folder as a virtual-grid run, with wall-clock seconds in place of virtual ones.
 `clientapp` is the project's ClientApp (`fl.client.app`).
 
-On Flower's engines there is no device model (times are real) and the attack wrappers of the
-virtual grid are not applied.
+On Flower's engines there is no device model (times are real), and a config with an attack is
+refused (the attack wrappers live in the virtual grid).
 """
 
 from __future__ import annotations
@@ -38,6 +38,11 @@ def main(grid: Grid, context: Context) -> None:
     from fl.results import summary
 
     cfg = ExperimentConfig.from_run_config(context.run_config)
+    if cfg.attack.kind != "none" and cfg.attack.fraction > 0:
+        raise ValueError(
+            f"attack.kind = {cfg.attack.kind!r}: attacks wrap ClientApps inside the virtual grid "
+            "and are not applied on Flower's engines; run it with fl-sim on the virtual grid"
+        )
     out = Path(cfg.output_dir) / cfg.name
     wait_for_nodes(grid, cfg.num_nodes)
     result = run_experiment(cfg, out, grid=grid, quiet_flower=False)

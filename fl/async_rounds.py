@@ -49,7 +49,9 @@ def push_queries(grid: Any, nodes: list[int], timeout: float) -> dict[str, int]:
     msgs = [
         Message(RecordDict(), n, MessageType.QUERY, group_id="features", ttl=timeout) for n in nodes
     ]
-    return {mid: n for mid, n in zip(grid.push_messages(msgs), nodes, strict=True) if mid}
+    pushed = set(grid.push_messages(msgs))
+    return {m.metadata.message_id: n for m, n in zip(msgs, nodes, strict=True)
+            if m.metadata.message_id in pushed}  # fmt: skip
 
 
 def take_features(strategy: AsyncStrategy, reply: Message) -> None:
@@ -108,8 +110,12 @@ def run_async(
                                              settings.train_config, grid))  # fmt: skip
         for m in msgs:
             m.metadata.ttl = settings.timeout
-        for mid, m in zip(grid.push_messages(msgs), msgs, strict=True):
-            if mid:
+        # Grids set each message's id in place and return the ids they accepted (Flower's
+        # leave refused messages out, so positions cannot be trusted).
+        pushed = set(grid.push_messages(msgs))
+        for m in msgs:
+            mid = m.metadata.message_id
+            if mid and mid in pushed:
                 in_flight[mid] = int(m.metadata.dst_node_id)
             else:  # the grid refused it: the node is free again
                 strategy.release(int(m.metadata.dst_node_id))

@@ -128,7 +128,8 @@ def local_flower_home(home: Path | None = None) -> Iterator[tuple[Path, dict[str
     try:
         yield home, flower_env(home, http_port, control_port)
     finally:
-        stop_processes(f"--control-api-address 127.0.0.1:{control_port}")
+        # The SuperLink `flwr run` started keeps its database in this (unique) home.
+        stop_processes(f"{home}{os.sep}local-superlink")
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -180,18 +181,38 @@ def local_deployment(
                     env=env, stdout=node_log, stderr=subprocess.STDOUT,
                 )
             )  # fmt: skip
-        time.sleep(startup_s)
-        dead = [p.args for p in procs if p.poll() is not None]
-        if dead:
-            raise FlowerRunError(f"Flower processes exited at start: {dead}; logs in {home}")
+        _wait_healthy(port, procs, startup_s, home)
         yield "deployment", env
     finally:
         for p in procs:
-            stop_processes_tree(p.pid)
+            if p.poll() is None:  # a process that already exited may have a reused pid
+                stop_processes_tree(p.pid)
         for f in logs:
             f.close()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _wait_healthy(
+    port: int, procs: list[subprocess.Popen[bytes]], timeout_s: float, home: Path
+) -> None:
+    """Wait until the SuperLink answers on `port` (its /health endpoint) and no process died."""
+    import urllib.request
+
+    deadline = time.monotonic() + max(timeout_s, 30.0)
+    while True:
+        dead = [p.args for p in procs if p.poll() is not None]
+        if dead:
+            raise FlowerRunError(f"Flower processes exited at start: {dead}; logs in {home}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise FlowerRunError(f"the SuperLink did not answer on port {port}; logs in {home}")
+        time.sleep(0.5)
 
 
 def stop_processes_tree(pid: int) -> None:
@@ -233,9 +254,12 @@ def flwr_run(
     run_config = cfg.replace(
         output_dir=str(out_dir.parent), name=out_dir.name
     ).to_flower_run_config()
+    # `flwr run --stream` exits 0 even when the ServerApp fails: the summary the ServerApp
+    # writes last is the success signal, so an older one must not be mistaken for it.
+    (out_dir / "summary.json").unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="fl-run-config-") as tmp:
         rc = Path(tmp) / "run_config.toml"
-        rc.write_text(run_config_toml(run_config))
+        rc.write_text(run_config_toml(run_config), encoding="utf-8")
         cmd = [str(Path(sys.executable).parent / "flwr"), "run", str(APP_DIR), connection,
                "--stream", *(extra or []), "--run-config", str(rc)]  # fmt: skip
         try:

@@ -98,6 +98,7 @@ def summary(run: RunResult) -> dict[str, Any]:
         "wall_time_s": run.wall_s,
         "client_wall_s": getattr(run.grid, "client_wall_s", None),  # virtual grid only
         "stop_reason": run.stop_reason,
+        "engine": "virtual" if hasattr(run.grid, "outcomes") else "flower",
         "messages": len(getattr(run.grid, "outcomes", {})),
     }
     if "profiling_time" in last:

@@ -217,6 +217,13 @@ def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_TOML_ESCAPES = {
+    "\\": "\\\\",
+    '"': '\\"',
+    **{chr(i): f"\\u{i:04x}" for i in [*range(0x20), 0x7F]},
+}
+
+
 def toml_value(value: Any) -> str:
     """One TOML value (scalars and lists) as text."""
     if isinstance(value, bool):
@@ -224,7 +231,7 @@ def toml_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value) if not isinstance(value, float) or value == value else "nan"
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return '"' + "".join(_TOML_ESCAPES.get(c, c) for c in value) + '"'
     if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise ConfigError(f"cannot write {value!r} to TOML")

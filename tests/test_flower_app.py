@@ -12,7 +12,14 @@ import torch
 from flwr.common.config import flatten_dict
 
 from fl.config import ExperimentConfig, load_dict
-from fl.engines import APP_DIR, flwr_run, local_deployment, run_config_toml, run_on_flower
+from fl.engines import (
+    APP_DIR,
+    FlowerRunError,
+    flwr_run,
+    local_deployment,
+    run_config_toml,
+    run_on_flower,
+)
 from fl.experiment import run_experiment
 from fl.results import read_csv
 
@@ -39,7 +46,7 @@ def _cfg(strategy: str, **over: object) -> ExperimentConfig:
 def _processes_mentioning(text: str) -> list[str]:
     """Command lines of running processes that contain `text` (this test's own FLWR_HOME)."""
     out = subprocess.run(["ps", "-ww", "-eo", "args="], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if text in line and "ps -eo" not in line]
+    return [line for line in out.splitlines() if text in line]
 
 
 def test_pyproject_app_config_has_every_schema_key_and_loads() -> None:
@@ -80,6 +87,7 @@ def test_tifl_adasgd_and_bgmd_run_on_the_ray_simulation_engine(tmp_path: Path) -
         summary = json.loads((out / "summary.json").read_text())
         rows = read_csv(out / "rounds.csv")
         assert summary["strategy"] == name and summary["rounds_completed"] == rounds
+        assert summary["engine"] == "flower"
         assert rows[0]["round"] == 0 and rows[-1]["round"] == rounds
         assert 0 < rows[-1]["virtual_time"] < 600  # wall-clock seconds on a real engine
         assert 0.0 <= summary["final_accuracy"] <= 1.0
@@ -115,3 +123,15 @@ def test_deployment_engine_superlink_and_two_supernodes(tmp_path: Path) -> None:
     assert summary["rounds_completed"] == 2 and summary["final_accuracy"] > 0.1
     assert not _processes_mentioning(str(home))  # nothing we started is left
     assert not _processes_mentioning(f"127.0.0.1:{port}")
+
+
+@pytest.mark.slow
+def test_a_failing_serverapp_is_an_error_not_stale_results(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")  # left by an earlier run
+    cfg = _cfg("fedavg", attack={"kind": "sign_flip", "fraction": 0.25})  # refused on Flower
+    with pytest.raises(FlowerRunError, match="wrote no results"):
+        run_on_flower(cfg, out, home=tmp_path / "home")
+    assert not (out / "summary.json").exists()
+    assert not _processes_mentioning(str(tmp_path / "home"))
