@@ -65,6 +65,24 @@ def run(
 
 
 @cli.command()
+def resume(
+    results: Annotated[Path, typer.Argument(help="results folder of a run with checkpoints")],
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Continue a run from the last checkpoint in its results folder (`checkpoint_every`)."""
+    from fl.experiment import resume_experiment
+    from fl.results import summary
+
+    try:
+        result = resume_experiment(results, progress=not quiet)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(json.dumps(summary(result), indent=2))
+    typer.echo(f"results: {results}")
+
+
+@cli.command()
 def plot(
     results: Annotated[list[Path], typer.Argument(help="results folders to overlay")],
     out: Annotated[Path, typer.Option(help="where to write the PNGs")] = Path("results/plots"),

@@ -114,6 +114,7 @@ class ExperimentConfig:
     server_time_factor: float = 0.0  # virtual seconds charged per wall second of aggregation
     output_dir: str = "results"
     torch_threads: int = 1  # intra-op threads; small per-client models are fastest on one
+    checkpoint_every: int = 0  # save a resumable checkpoint every N rounds / model updates (0: off)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     devices: PopulationConfig = field(default_factory=PopulationConfig)
@@ -145,6 +146,12 @@ class ExperimentConfig:
         )
         _check(self.seed >= 0, "seed", self.seed, "≥ 0")
         _check(self.torch_threads >= 1, "torch_threads", self.torch_threads, "≥ 1")
+        _check(
+            self.checkpoint_every >= 0,
+            "checkpoint_every",
+            self.checkpoint_every,
+            "≥ 0 (0 = no checkpoints)",
+        )
         _check(
             self.data.name in DATASETS or self.data.name.startswith("hf:"),
             "data.name",

@@ -19,6 +19,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fl.checkpoint import LoopState
 from fl.strategies.validation import split_replies
 
 CentralEval = Callable[[int, ArrayRecord], dict[str, float] | None]
@@ -83,20 +84,27 @@ def run_rounds(
     settings: LoopSettings,
     central_eval: CentralEval | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    start: LoopState | None = None,
+    checkpoint: Callable[[LoopState], None] | None = None,
+    checkpoint_every: int = 0,
 ) -> LoopResult:
-    """Run synchronous rounds of `strategy` on `grid` and return the final model and rows."""
+    """Run synchronous rounds of `strategy` on `grid` and return the final model and rows.
+
+    `start` continues from a checkpoint's loop state; `checkpoint(state)` is called after every
+    `checkpoint_every` rounds with the state to continue from.
+    """
     clock = _clock(grid)
-    wall0 = time.perf_counter()
-    arrays = initial_arrays
-    rows: list[dict[str, Any]] = []
+    wall0 = time.perf_counter() - (start.extra.get("wall_s", 0.0) if start else 0.0)
+    arrays = start.arrays if start else initial_arrays
+    rows: list[dict[str, Any]] = list(start.rows) if start else []
     stop_reason = "rounds"
-    if central_eval is not None:
+    if central_eval is not None and start is None:
         row0: dict[str, Any] = {"round": 0, "virtual_time": clock(), "wall_time": 0.0}
         row0.update(_prefixed(central_eval(0, arrays), "central_"))
         rows.append(row0)
         if on_round:
             on_round(row0)
-    for rnd in range(1, settings.num_rounds + 1):
+    for rnd in range(start.next_round if start else 1, settings.num_rounds + 1):
         if settings.time_budget and clock() >= settings.time_budget:
             stop_reason = "time budget"
             break
@@ -151,6 +159,9 @@ def run_rounds(
         rows.append(row)
         if on_round:
             on_round(row)
+        if checkpoint is not None and checkpoint_every > 0 and rnd % checkpoint_every == 0:
+            wall = time.perf_counter() - wall0
+            checkpoint(LoopState(rnd + 1, rows, arrays, {"wall_s": wall}))
     last = rows[-1] if rows else None
     if central_eval is not None and last is not None and "central_accuracy" not in last:
         last.update(
