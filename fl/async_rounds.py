@@ -26,6 +26,7 @@ from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
+from fl.checkpoint import LoopState
 from fl.rounds import CentralEval, LoopResult, _clock, _prefixed
 from fl.strategies.asynchronous import AsyncStrategy, as_features
 
@@ -71,39 +72,64 @@ def run_async(
     settings: AsyncSettings,
     central_eval: CentralEval | None = None,
     on_update: Callable[[dict[str, Any]], None] | None = None,
+    start: LoopState | None = None,
+    checkpoint: Callable[[LoopState], None] | None = None,
+    checkpoint_every: int = 0,
 ) -> LoopResult:
     """Run `strategy` asynchronously on `grid`; return the final model and one row per update.
 
     Stops after `max_updates` model updates, at the time budget (replies arriving after it are
     not applied), when no node will ever be online again, or when `max_idle_tasks` tasks in a
     row failed or were rejected (no progress is possible: every node crashes, say).
+
+    `checkpoint(state)` is called once at least `checkpoint_every` model updates have happened
+    since the last one, after all replies of an instant are processed (work in flight stays in
+    the grid and the strategy, which the checkpoint holds); `start` continues from such a state.
     """
     if settings.max_updates < 1:
         raise ValueError(f"max_updates = {settings.max_updates} is invalid: must be ≥ 1")
     clock = _clock(grid)
-    wall0 = time.perf_counter()
-    strategy.initialize(initial_arrays)
+    wall0 = time.perf_counter() - (start.extra["wall_s"] if start else 0.0)
+    if start is None:
+        strategy.initialize(initial_arrays)
     strategy.clock = clock
-    rows: list[dict[str, Any]] = []
-    evaluated: set[int] = set()
-    if central_eval is not None:
+    rows: list[dict[str, Any]] = list(start.rows) if start else []
+    evaluated: set[int] = set(start.extra["evaluated"]) if start else set()
+    if central_eval is not None and start is None:
         row0: dict[str, Any] = {"round": 0, "virtual_time": clock(), "wall_time": 0.0}
         row0.update(_prefixed(central_eval(0, initial_arrays), "central_"))
         rows.append(row0)
         evaluated.add(0)
         if on_update:
             on_update(row0)
-    queries: dict[str, int] = {}  # query message id → node id
-    if strategy.profiler is not None:
+    queries: dict[str, int] = dict(start.extra["queries"]) if start else {}  # id → node
+    if strategy.profiler is not None and start is None:
         queries = push_queries(grid, sorted(grid.get_node_ids()), settings.timeout)
         for reply in grid.pull_messages(list(queries)):  # the answers of this instant
             queries.pop(reply.metadata.reply_to_message_id, None)
             take_features(strategy, reply)
-    in_flight: dict[str, int] = {}  # train message id → node id
+    in_flight: dict[str, int] = dict(start.extra["in_flight"]) if start else {}  # id → node
     stop_reason = "updates"
-    failed: dict[int, str] = {}
-    unproductive = 0  # tasks in a row that failed or were rejected
+    failed: dict[int, str] = dict(start.extra["failed"]) if start else {}
+    unproductive = int(start.extra["unproductive"]) if start else 0  # failed/rejected in a row
+    last_checkpoint = strategy.version
     max_idle = settings.max_idle_tasks or 10 * strategy.concurrency
+
+    def save_checkpoint() -> None:
+        assert checkpoint is not None and strategy.arrays is not None
+        extra = {
+            "wall_s": time.perf_counter() - wall0,
+            "evaluated": sorted(evaluated),
+            "queries": dict(queries),
+            "in_flight": dict(in_flight),
+            "failed": dict(failed),
+            "unproductive": unproductive,
+        }
+        strategy.clock = None  # a closure over the grid: not part of the state
+        try:
+            checkpoint(LoopState(strategy.version, rows, strategy.arrays, extra))
+        finally:
+            strategy.clock = clock
 
     def dispatch() -> None:
         msgs = list(strategy.configure_train(strategy.version + 1, initial_arrays,
@@ -194,6 +220,14 @@ def run_async(
             strategy.update_log.clear()
             if strategy.version >= settings.max_updates:
                 break
+        if (
+            checkpoint is not None
+            and checkpoint_every > 0
+            and strategy.version < settings.max_updates
+            and strategy.version >= last_checkpoint + checkpoint_every
+        ):
+            save_checkpoint()
+            last_checkpoint = strategy.version
     # Work still in flight is abandoned (as a server that stops would).
     drop = getattr(grid, "drop", None)
     if drop is not None:

@@ -220,6 +220,9 @@ def run_experiment(
             ),
             central_eval=central,
             on_update=bar,
+            start=resume.loop if resume else None,
+            checkpoint=checkpoint if save_to is not None else None,
+            checkpoint_every=cfg.checkpoint_every,
         )
     else:
         result = run_rounds(

@@ -23,23 +23,30 @@ from fl.schema import to_toml
 WALL = ("wall_time", "aggregation_wall_s")
 
 
-def _tifl(rounds: int = 120) -> ExperimentConfig:
+STRATEGIES = {
+    "tifl": {
+        "name": "tifl",
+        "clients_per_round": 3,
+        "options": {"policy": "adaptive", "num_tiers": 3, "interval": 2},
+    },
+    # asynchronous: a checkpoint holds work in flight (grid replies, strategy tasks, buffer)
+    "adasgd": {"name": "adasgd", "clients_per_round": 4, "options": {"buffer_size": 2}},
+}
+
+
+def _config(strategy: str, rounds: int = 120) -> ExperimentConfig:
     return load_dict(
         {
             "name": "ckpt",
             "seed": 4,
             "num_nodes": 12,
-            "rounds": rounds,
+            "rounds": rounds * (4 if strategy == "adasgd" else 1),
             "checkpoint_every": 1,
             "data": {"name": "digits"},
             "model": {"name": "mlp", "hidden": [16]},
             "devices": {"kind": "tiers", "compute_jitter": 0.3, "flops_per_s": 1e7},
             "train": {"steps": 2, "batch_size": 16, "lr": 0.1},
-            "strategy": {
-                "name": "tifl",
-                "clients_per_round": 3,
-                "options": {"policy": "adaptive", "num_tiers": 3, "interval": 2},
-            },
+            "strategy": STRATEGIES[strategy],
             "evaluation": {"every": 5},
         }
     )
@@ -54,36 +61,43 @@ def _same_run(a: Path, b: Path) -> None:
     assert (a / "messages.csv").read_text() == (b / "messages.csv").read_text()
 
 
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
 def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, strategy: str
 ) -> None:
     import shutil
 
     import fl.experiment
 
-    cfg = _tifl(rounds=12)
+    cfg = _config(strategy, rounds=12)
     save = fl.experiment.save
+    kept: list[int] = []
 
-    def keep_round_5(path: Path, ckpt: object) -> None:  # a copy of the checkpoint of round 5
+    def keep_sixth(path: Path, ckpt: object) -> None:  # a copy of the 6th checkpoint
         save(path, ckpt)  # type: ignore[arg-type]
-        if ckpt.loop.next_round == 6:  # type: ignore[attr-defined]
-            shutil.copy(path, tmp_path / "round5.pkl")
+        kept.append(ckpt.loop.next_round)  # type: ignore[attr-defined]
+        if len(kept) == 6:
+            shutil.copy(path, tmp_path / "sixth.pkl")
 
-    monkeypatch.setattr(fl.experiment, "save", keep_round_5)
+    monkeypatch.setattr(fl.experiment, "save", keep_sixth)
     run_experiment(cfg, tmp_path / "full")
     monkeypatch.undo()
     part = tmp_path / "part"
     part.mkdir()
     (part / "config.toml").write_text(to_toml(cfg.to_dict()))
-    shutil.copy(tmp_path / "round5.pkl", part / CHECKPOINT_FILE)
-    assert load(part / CHECKPOINT_FILE).loop.next_round == 6
+    shutil.copy(tmp_path / "sixth.pkl", part / CHECKPOINT_FILE)
+    ckpt = load(part / CHECKPOINT_FILE)
+    assert ckpt.loop.next_round == kept[5] and 0 < kept[5] < cfg.rounds
+    if strategy == "adasgd":
+        assert ckpt.loop.extra["in_flight"]  # work was in flight when it was saved
     resume_experiment(part)
     _same_run(tmp_path / "full", part)
 
 
 @pytest.mark.slow
-def test_sigkill_at_three_random_points_then_resume(tmp_path: Path) -> None:
-    cfg = _tifl()
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_sigkill_at_three_random_points_then_resume(tmp_path: Path, strategy: str) -> None:
+    cfg = _config(strategy)
     config = tmp_path / "cfg.toml"
     config.write_text(to_toml(cfg.to_dict()))
     run_experiment(cfg, tmp_path / "reference")
@@ -103,7 +117,7 @@ def test_sigkill_at_three_random_points_then_resume(tmp_path: Path) -> None:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-        killed_at.append(load(out / CHECKPOINT_FILE).loop.next_round - 1)
+        killed_at.append(load(out / CHECKPOINT_FILE).loop.next_round)
         resume_experiment(out)
         _same_run(tmp_path / "reference", out)
     assert all(0 < r < cfg.rounds for r in killed_at), killed_at
