@@ -43,6 +43,11 @@ def main(grid: Grid, context: Context) -> None:
             f"attack.kind = {cfg.attack.kind!r}: attacks wrap ClientApps inside the virtual grid "
             "and are not applied on Flower's engines; run it with fl-sim on the virtual grid"
         )
+    if cfg.faults.active:
+        raise ValueError(
+            "faults: fault injection wraps ClientApps inside the virtual grid and is not "
+            "applied on Flower's engines; run it with fl-sim on the virtual grid"
+        )
     out = Path(cfg.output_dir) / cfg.name
     wait_for_nodes(grid, cfg.num_nodes)
     result = run_experiment(cfg, out, grid=grid, quiet_flower=False)

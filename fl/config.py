@@ -29,6 +29,7 @@ from fl.schema import (
 )
 from fl.sim.attacks import AttackConfig
 from fl.sim.devices import POPULATIONS, PopulationConfig
+from fl.sim.faults import FaultConfig
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class ExperimentConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
+    faults: FaultConfig = field(default_factory=FaultConfig)
 
     def __post_init__(self) -> None:
         _check(self.num_nodes >= 1, "num_nodes", self.num_nodes, "≥ 1")

@@ -33,6 +33,7 @@ from fl.rounds import LoopResult, LoopSettings, run_rounds
 from fl.schema import to_toml
 from fl.sim.attacks import ByzantineClientApp, malicious_nodes
 from fl.sim.devices import DeviceProfile, make_population
+from fl.sim.faults import FaultyClientApp
 from fl.sim.grid import FIRST_NODE_ID, VirtualGrid
 from fl.strategies.asynchronous import AsyncStrategy
 from fl.strategies.registry import build_strategy
@@ -113,8 +114,24 @@ def build_grid(cfg: ExperimentConfig, devices: list[DeviceProfile] | None = None
         run_config=cfg.to_run_config(),
         seed=cfg.seed,
         evaluation_cost=not cfg.evaluation.free,
-        client_app_for=byzantine_apps(cfg),
+        client_app_for=node_apps(cfg),
     )
+
+
+def node_apps(cfg: ExperimentConfig) -> Callable[[int], Any] | None:
+    """Node id → the ClientApp wrapper a node runs instead of the honest app (a Byzantine
+    attacker and/or fault injection; None: the honest app). A dict's `get`, so grids that
+    hold it can be checkpointed."""
+    byz = byzantine_apps(cfg)
+    if not cfg.faults.active:
+        return byz
+    apps = {
+        FIRST_NODE_ID + i: FaultyClientApp(
+            (byz(FIRST_NODE_ID + i) if byz else None) or client.app, cfg.faults, i, cfg.seed
+        )
+        for i in range(cfg.num_nodes)
+    }
+    return apps.get
 
 
 def byzantine_apps(cfg: ExperimentConfig) -> Callable[[int], Any] | None:
