@@ -98,7 +98,13 @@ def test_robust_aggregators_equal_the_mean_when_all_updates_agree(
 ) -> None:
     rows = np.stack([row] * n)
     out = _aggregate(name, rows, list(range(n)), [3 + i for i in range(n)])
-    assert np.allclose(out, row, atol=1e-5 * (float(np.abs(row).max()) + 1.0))
+    tol = 1e-5 * (float(np.abs(row).max()) + 1.0)
+    if name == "bgmd":  # β = 0.5: the block gets the common update, the rest waits in memory
+        applied = np.isclose(out, row, atol=tol)
+        assert (applied | np.isclose(out, 0.0, atol=tol)).all()
+        assert applied.sum() >= math.ceil(0.5 * len(row))
+    else:
+        assert np.allclose(out, row, atol=tol)
 
 
 @settings(max_examples=30, deadline=None)
