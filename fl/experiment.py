@@ -212,6 +212,8 @@ def run_experiment(
     if out_dir is not None:  # first, so a killed run can be resumed from its folder
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "config.toml").write_text(to_toml(cfg.to_dict()))
+        if resume is None:  # an older run's checkpoint must never be resumed into this one
+            (Path(out_dir) / CHECKPOINT_FILE).unlink(missing_ok=True)
     save_to = (
         Path(out_dir) / CHECKPOINT_FILE
         if out_dir is not None and cfg.checkpoint_every > 0 and isinstance(grid, VirtualGrid)
