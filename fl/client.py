@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -54,6 +54,23 @@ class Workspace:
     model: torch.nn.Module
     train_flops: float  # per example
     eval_flops: float  # per example
+    # name → (the serialized bytes object, its decoded tensor): every node of a round is sent
+    # the same bytes objects (the grid copies records, not payloads), so each array is decoded
+    # once per round instead of once per node. Holding the bytes keeps their identity unique.
+    decoded: dict[str, tuple[bytes, torch.Tensor]] = field(default_factory=dict)
+
+    def load(self, record: ArrayRecord) -> None:
+        """Load `record` into the workspace model, decoding each payload only once."""
+        state = {}
+        for name, array in record.items():
+            hit = self.decoded.get(name)
+            if hit is not None and hit[0] is array.data:
+                state[name] = hit[1]
+            else:
+                tensor = torch.from_numpy(array.numpy())
+                self.decoded[name] = (array.data, tensor)
+                state[name] = tensor
+        self.model.load_state_dict(state, strict=True)
 
 
 def make_workspace(cfg: ExperimentConfig) -> Workspace:
@@ -139,8 +156,7 @@ def train(msg: Message, context: Context) -> Message:
     request = _request_config(msg)
     hp = local_training(ws.config, request)
     x_tr, y_tr, _, _ = ws.data.node(pid)
-    arrays = next(iter(msg.content.array_records.values()))
-    ws.model.load_state_dict(arrays.to_torch_state_dict(), strict=True)
+    ws.load(next(iter(msg.content.array_records.values())))
     server_round = int(request["server-round"]) if request and "server-round" in request else 0  # type: ignore[arg-type]
     seed = derive_seed(ws.config.seed, pid, server_round, _next_call(context))
     attack = data_attack_from_config(request or {})
@@ -190,8 +206,7 @@ def evaluate_local(msg: Message, context: Context) -> Message:
     x_tr, y_tr, x_te, y_te = ws.data.node(pid)
     if len(y_te) == 0:
         x_te, y_te = x_tr, y_tr
-    arrays = next(iter(msg.content.array_records.values()))
-    ws.model.load_state_dict(arrays.to_torch_state_dict(), strict=True)
+    ws.load(next(iter(msg.content.array_records.values())))
     loss, acc = evaluate(ws.model, x_te, y_te)
     metrics = MetricRecord(
         {

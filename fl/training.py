@@ -84,7 +84,9 @@ def train_local(
     With `num_classes` > 0 the stats count the labels of the examples processed (FLeet's
     label vector)."""
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # dropout and other in-model randomness
+    # Dropout and other in-model randomness. The CPU generator only: torch.manual_seed also
+    # seeds CUDA lazily, recording a stack trace each call (0.8 ms, 16% of a small task).
+    torch.default_generator.manual_seed(seed)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     anchor = [p.detach().clone() for p in params] if hp.proximal_mu > 0 else None
