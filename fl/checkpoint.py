@@ -47,6 +47,7 @@ class Checkpoint:
     strategy: Any
     rng: tuple[Any, Any, Any]
     wall_s: float = 0.0  # wall time spent before the checkpoint
+    config: dict[str, Any] = field(default_factory=dict)  # the run's resolved config
     format: int = FORMAT
 
 
@@ -70,16 +71,25 @@ def save(path: str | Path, ckpt: Checkpoint) -> None:
     grid_cache = getattr(ckpt.grid, "_bytes_cache", None)
     if grid_cache is not None:
         ckpt.grid._bytes_cache = (None, 0)  # a size cache keyed by object identity
+    for stale in path.parent.glob(".checkpoint-*"):  # left by a run killed mid-write
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             pickle.dump(ckpt, fh, protocol=pickle.HIGHEST_PROTOCOL)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+        dfd = os.open(path.parent, os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
 
 def load(path: str | Path) -> Checkpoint:

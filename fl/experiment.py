@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import random
 import time
 from collections.abc import Callable
@@ -209,20 +210,42 @@ def run_experiment(
     if isinstance(grid, VirtualGrid):
         grid.activate()
     central = central_evaluator(ws) if cfg.evaluation.central else None
+    if resume is not None and resume.config and resume.config != cfg.to_dict():
+        changed = sorted(
+            k for k in set(resume.config) | set(cfg.to_dict())
+            if resume.config.get(k) != cfg.to_dict().get(k)
+        )  # fmt: skip
+        raise ValueError(
+            f"config.toml differs from the checkpoint's config (in {', '.join(changed)}): "
+            "a resumed run must continue the same experiment"
+        )
     if out_dir is not None:  # first, so a killed run can be resumed from its folder
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "config.toml").write_text(to_toml(cfg.to_dict()))
-        if resume is None:  # an older run's checkpoint must never be resumed into this one
+        if resume is None:  # an older run's checkpoint and summary are not this run's
             (Path(out_dir) / CHECKPOINT_FILE).unlink(missing_ok=True)
+            (Path(out_dir) / "summary.json").unlink(missing_ok=True)
     save_to = (
         Path(out_dir) / CHECKPOINT_FILE
         if out_dir is not None and cfg.checkpoint_every > 0 and isinstance(grid, VirtualGrid)
         else None
     )
 
+    checkpoint_failed: list[str] = []
+
     def checkpoint(state: LoopState) -> None:
         assert save_to is not None
-        save(save_to, Checkpoint(state, grid, strategy, rng_states(), state.extra["wall_s"]))
+        if checkpoint_failed:
+            return
+        ckpt = Checkpoint(state, grid, strategy, rng_states(), state.extra["wall_s"], cfg.to_dict())
+        try:
+            save(save_to, ckpt)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            # e.g. a strategy holding a lambda: the run goes on, without checkpoints
+            checkpoint_failed.append(str(exc))
+            logging.getLogger("fl").warning(
+                "checkpoints disabled: the run's state cannot be saved (%s)", exc
+            )
 
     result: LoopResult
     if isinstance(strategy, AsyncStrategy):  # `rounds` counts model updates

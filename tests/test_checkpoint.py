@@ -121,3 +121,21 @@ def test_sigkill_at_three_random_points_then_resume(tmp_path: Path, strategy: st
         resume_experiment(out)
         _same_run(tmp_path / "reference", out)
     assert all(0 < r < cfg.rounds for r in killed_at), killed_at
+
+
+def test_resume_refuses_a_changed_config(tmp_path: Path) -> None:
+    cfg = _config("tifl", rounds=3)
+    run_experiment(cfg, tmp_path)
+    changed = cfg.replace(train=load_dict({"train": {"lr": 5.0}}).train)
+    (tmp_path / "config.toml").write_text(to_toml(changed.to_dict()))
+    with pytest.raises(ValueError, match="train"):
+        resume_experiment(tmp_path)
+
+
+def test_a_state_that_cannot_be_pickled_disables_checkpoints_not_the_run(tmp_path: Path) -> None:
+    from flwr.serverapp.strategy import FedAvg
+
+    cfg = _config("tifl", rounds=3).replace(strategy=load_dict({}).strategy)
+    strategy = FedAvg(fraction_evaluate=0.0, train_metrics_aggr_fn=lambda r, k: None)  # type: ignore[arg-type,return-value]
+    result = run_experiment(cfg, tmp_path, strategy=strategy)
+    assert len(result.rows) == 4 and not (tmp_path / CHECKPOINT_FILE).exists()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import heapq
-import itertools
 import math
 import time
 import traceback
@@ -156,8 +155,8 @@ class VirtualGrid(Grid):
         self._run = Run.create_empty(run_id)
         self._contexts: dict[int, Context] = {}
         self._node_msg_count = [0] * self.num_nodes
-        self._seq = itertools.count()
-        self._ids = itertools.count(1)
+        self._seq = 0  # plain ints (not itertools.count): checkpoints pickle the grid
+        self._ids = 0
         self.now = 0.0
         self.outcomes: dict[str, MessageOutcome] = {}
         self._replies: dict[str, Message] = {}
@@ -324,7 +323,8 @@ class VirtualGrid(Grid):
 
     def _new_id(self, prefix: str) -> str:
         """Deterministic message id (same run, same ids), unique within this grid."""
-        return f"{prefix}{self._run.run_id}-{next(self._ids)}"
+        self._ids += 1
+        return f"{prefix}{self._run.run_id}-{self._ids}"
 
     def _push_one(self, msg: Message) -> str:
         if msg.metadata.message_type.split(".")[0] not in ("train", "evaluate", "query"):
@@ -333,7 +333,8 @@ class VirtualGrid(Grid):
         idx = self.node_index(node_id)
         msg_id = self._new_id("m")
         msg.metadata.__dict__["_message_id"] = msg_id
-        seq = next(self._seq)
+        seq = self._seq
+        self._seq += 1
         device = self.devices[idx]
         rng = np.random.default_rng((self.seed, idx, self._node_msg_count[idx]))
         self._node_msg_count[idx] += 1
