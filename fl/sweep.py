@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 from fl.results import write_csv
 
+Check = tuple[str, bool, str]  # (claim, met, the numbers)
+
 J = TypeVar("J")
 
 
@@ -33,3 +35,14 @@ def write_summary(out: Path, rows: Sequence[dict[str, Any]]) -> Path:
     path = out / "summary.csv"
     write_csv(path, rows)
     return path
+
+
+def write_report(out: Path, lines: Sequence[str], checks: Sequence[Check]) -> str:
+    """Write the tables (`lines`) and the target checklist to out/table.md, print the same, and
+    return the text (the simulation scripts' common ending)."""
+    text = "\n".join([*lines, *(f"- [{'x' if ok else ' '}] {c}: {v}" for c, ok, v in checks)])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(text + "\n")
+    print(text)
+    print(f"\nresults: {out}")
+    return text

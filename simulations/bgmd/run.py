@@ -21,7 +21,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from fl.sweep import run_jobs, write_summary
+from fl.sweep import run_jobs, write_report, write_summary
 
 HERE = Path(__file__).parent
 ATTACKS = {
@@ -207,12 +207,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
     cells = summarise(rows)
     plot_time_vs_accuracy(cells, attacks, out / "accuracy_vs_aggregation_time.png")
     results = checks(cells)
-    lines = [table(cells, attacks, args.aggregators), ""] + [
-        f"- [{'x' if ok else ' '}] {c}: {v}" for c, ok, v in results
-    ]
-    (out / "table.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"\nresults: {out}")
+    write_report(out, [table(cells, attacks, args.aggregators), ""], results)
     return results
 
 

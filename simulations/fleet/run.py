@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from fl.sweep import run_jobs, write_summary
+from fl.sweep import run_jobs, write_report, write_summary
 
 HERE = Path(__file__).parent
 STRATEGIES_A = ["adasgd", "dynsgd", "asyncsgd", "fedasync", "fedbuff", "fedavg"]
@@ -410,11 +410,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
         lines += ["## (c) I-Prof", "", table_c(res_c), ""]
         results += checks_c(res_c[0])
 
-    lines += [f"- [{'x' if ok else ' '}] {c}: {v}" for c, ok, v in results]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"\nresults: {out}")
+    write_report(out, lines, results)
     return results
 
 

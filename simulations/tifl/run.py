@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fl.sweep import run_jobs, write_summary
+from fl.sweep import run_jobs, write_report, write_summary
 
 HERE = Path(__file__).parent
 SETTINGS = {
@@ -157,10 +157,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
     for s in args.settings:
         plot_runs([out / s / p for p in POLICIES], out / s, log_time=True)
     results = checks(rows) if {"iid", "noniid"} <= set(args.settings) else []
-    lines = [md, ""] + [f"- [{'x' if ok else ' '}] {claim}: {nums}" for claim, ok, nums in results]
-    (out / "table.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"\nresults: {out}")
+    write_report(out, [md, ""], results)
     return results
 
 
