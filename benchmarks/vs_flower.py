@@ -6,12 +6,16 @@ Ray's wall time includes what a user waits for with `flwr run` (starting the loc
 Ray, building and installing the app, loading the data in each worker); the virtual grid's
 includes loading the data (its per-process cache is cleared before each run).
 
-Usage: python benchmarks/vs_flower.py [--quick] [--nodes 20 100] [--rounds 5]
+The virtual grid runs its clients with the executor `--executor` names (default "auto": batched
+for the MLP, a process pool for the CNN; see the README's "Executors").
+
+Usage: python benchmarks/vs_flower.py [--quick] [--nodes 20 100 500] [--rounds 5] [--executor auto]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -51,8 +55,9 @@ def config(workload: str, nodes: int, participation: float, rounds: int) -> Any:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="digits MLP, 20 nodes, full")
-    parser.add_argument("--nodes", type=int, nargs="+", default=[20, 100])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[20, 100, 500])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--executor", default="auto")
     args = parser.parse_args(argv)
     from throughput import machine
 
@@ -65,11 +70,13 @@ def main(argv: list[str] | None = None) -> None:
     # One-time process warm-up (imports, first allocations), which `flwr run` pays in its own
     # processes on every run but a study of many runs on the virtual grid pays once.
     run_experiment(config("digits MLP", 4, 1.0, 1))
-    print("| workload | nodes | participation | Flower Ray (s) | virtual grid (s) | ratio "
-          "| accuracy Ray / virtual |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+    print("| workload | nodes | participation | Flower Ray (s) | virtual grid (s) | executor "
+          "| ratio | accuracy Ray / virtual |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for workload, nodes, part in cells:
-        cfg = config(workload, nodes, part, args.rounds)
+        cfg = dataclasses.replace(
+            config(workload, nodes, part, args.rounds), executor=args.executor
+        )
         with tempfile.TemporaryDirectory() as tmp:
             client.federated_data.cache_clear()  # each virtual run loads its data, as Ray does
             client._WORKSPACES.clear()
@@ -82,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
             ray_acc = json.loads((out / "summary.json").read_text())["final_accuracy"]
         print(
             f"| {workload} | {nodes} | {part:.0%} | {t_ray:.1f} | {t_virtual:.1f} | "
-            f"{t_ray / t_virtual:.1f}× | {ray_acc:.4f} / {virtual.final_accuracy:.4f} |",
+            f"{virtual.grid.executor.name} | {t_ray / t_virtual:.1f}× | "  # type: ignore[attr-defined]
+            f"{ray_acc:.4f} / {virtual.final_accuracy:.4f} |",
             flush=True,
         )
 

@@ -31,12 +31,26 @@ from fl.models import (
     forward_flops_per_example,
     train_flops_per_example,
 )
+from fl.payload import decode
 from fl.sim.attacks import corrupt_data, data_attack_from_config
 from fl.sim.grid import COMPUTE_S_KEY
 from fl.strategies.asynchronous import LABEL_COUNTS_KEY
-from fl.training import LocalTraining, derive_seed, evaluate, train_local
+from fl.training import LocalTraining, TrainStats, derive_seed, evaluate, train_local
 
-app = ClientApp()
+
+class _ProjectClientApp(ClientApp):
+    """This module's ClientApp. It pickles as a reference to `app` (checkpoints, worker
+    processes), so a restored grid still runs — and the executors still recognise — `app`."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return _project_app, ()
+
+
+def _project_app() -> ClientApp:
+    return app
+
+
+app = _ProjectClientApp()
 
 
 @lru_cache(maxsize=4)
@@ -59,18 +73,21 @@ class Workspace:
     # once per round instead of once per node. Holding the bytes keeps their identity unique.
     decoded: dict[str, tuple[bytes, torch.Tensor]] = field(default_factory=dict)
 
-    def load(self, record: ArrayRecord) -> None:
-        """Load `record` into the workspace model, decoding each payload only once."""
+    def load(self, record: ArrayRecord, into_model: bool = True) -> dict[str, torch.Tensor]:
+        """Load `record` into the workspace model, decoding each payload only once; returns
+        the decoded tensors (shared between loads of the same payload: read them only)."""
         state = {}
         for name, array in record.items():
             hit = self.decoded.get(name)
             if hit is not None and hit[0] is array.data:
                 state[name] = hit[1]
             else:
-                tensor = torch.from_numpy(array.numpy())
+                tensor = torch.from_numpy(decode(array))
                 self.decoded[name] = (array.data, tensor)
                 state[name] = tensor
-        self.model.load_state_dict(state, strict=True)
+        if into_model:
+            self.model.load_state_dict(state, strict=True)
+        return state
 
 
 def make_workspace(cfg: ExperimentConfig) -> Workspace:
@@ -148,40 +165,73 @@ def _request_config(msg: Message) -> ConfigRecord | None:
     return records[0] if records else None
 
 
-@app.train()
-def train(msg: Message, context: Context) -> Message:
-    """Load the sent model, train on this node's partition, reply with the new model."""
+@dataclass
+class TrainTask:
+    """A training request, resolved: what `train_local` needs, and what the reply reports."""
+
+    ws: Workspace
+    x: torch.Tensor
+    y: torch.Tensor
+    hp: LocalTraining
+    seed: int
+    start: dict[str, torch.Tensor]  # the model sent (read only: shared with other tasks)
+
+
+def prepare_train(msg: Message, context: Context, *, load_model: bool = True) -> TrainTask:
+    """Resolve a train message for this node (its data, hyper-parameters, seed; poisoned data
+    if a Byzantine wrapper asked for it) and decode the sent model (loading it into the
+    workspace model unless `load_model` is False: batched training reads `start` only)."""
     ws = workspace(context.run_config)
     pid = _partition(context, ws)
     request = _request_config(msg)
     hp = local_training(ws.config, request)
     x_tr, y_tr, _, _ = ws.data.node(pid)
-    ws.load(next(iter(msg.content.array_records.values())))
+    start = ws.load(next(iter(msg.content.array_records.values())), into_model=load_model)
     server_round = int(request["server-round"]) if request and "server-round" in request else 0  # type: ignore[arg-type]
     seed = derive_seed(ws.config.seed, pid, server_round, _next_call(context))
     attack = data_attack_from_config(request or {})
     if attack is not None:  # a Byzantine wrapper asked this node to poison its own data
         x_tr, y_tr = corrupt_data(x_tr, y_tr, attack, ws.data.num_classes, seed)
-    t0 = time.perf_counter()
-    stats = train_local(ws.model, x_tr, y_tr, hp, seed, num_classes=_label_classes(ws))
-    compute_s = time.perf_counter() - t0
+    return TrainTask(ws=ws, x=x_tr, y=y_tr, hp=hp, seed=seed, start=start)
+
+
+def train_reply(
+    msg: Message,
+    task: TrainTask,
+    stats: TrainStats,
+    state: Mapping[str, torch.Tensor],
+    compute_s: float,
+) -> Message:
+    """The reply to a train message: the trained model and what the training did."""
     metrics = MetricRecord(
         {
             "train_loss": stats.loss,
-            "num-examples": len(y_tr),
+            "num-examples": len(task.y),
             "examples-processed": stats.examples,
-            "work-flops": stats.examples * ws.train_flops,
+            "work-flops": stats.examples * task.ws.train_flops,
             # Measured on the device; the virtual grid replaces it with the virtual time.
             COMPUTE_S_KEY: compute_s,
         }
     )
     if stats.label_counts:
         metrics[LABEL_COUNTS_KEY] = stats.label_counts
-    content = RecordDict({"arrays": ArrayRecord(ws.model.state_dict()), "metrics": metrics})
+    content = RecordDict({"arrays": ArrayRecord(dict(state)), "metrics": metrics})
     return Message(content=content, reply_to=msg)
 
 
-def _label_classes(ws: Workspace) -> int:
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Load the sent model, train on this node's partition, reply with the new model."""
+    task = prepare_train(msg, context)
+    t0 = time.perf_counter()
+    stats = train_local(
+        task.ws.model, task.x, task.y, task.hp, task.seed, num_classes=label_classes(task.ws)
+    )
+    compute_s = time.perf_counter() - t0
+    return train_reply(msg, task, stats, task.ws.model.state_dict(), compute_s)
+
+
+def label_classes(ws: Workspace) -> int:
     """Classes to count labels over (0 for next-character models: no label vector)."""
     return 0 if ws.data.vocab_size else int(ws.data.num_classes)
 

@@ -29,6 +29,7 @@ from fl.schema import (
 )
 from fl.sim.attacks import AttackConfig
 from fl.sim.devices import POPULATIONS, PopulationConfig
+from fl.sim.executor import EXECUTORS
 from fl.sim.faults import FaultConfig
 
 
@@ -115,6 +116,8 @@ class ExperimentConfig:
     server_time_factor: float = 0.0  # virtual seconds charged per wall second of aggregation
     output_dir: str = "results"
     torch_threads: int = 1  # intra-op threads; small per-client models are fastest on one
+    executor: str = "auto"  # how clients run: auto, sequential, batched, processes
+    workers: int = 0  # worker processes of the "processes" executor (0: one per core)
     checkpoint_every: int = 0  # save a resumable checkpoint every N rounds / model updates (0: off)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -148,6 +151,13 @@ class ExperimentConfig:
         )
         _check(self.seed >= 0, "seed", self.seed, "≥ 0")
         _check(self.torch_threads >= 1, "torch_threads", self.torch_threads, "≥ 1")
+        _check(
+            self.executor in EXECUTORS,
+            "executor",
+            self.executor,
+            f"one of {', '.join(EXECUTORS)}",
+        )
+        _check(self.workers >= 0, "workers", self.workers, "≥ 0 (0 = one per core)")
         _check(
             self.checkpoint_every >= 0,
             "checkpoint_every",

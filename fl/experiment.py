@@ -29,6 +29,7 @@ from fl.checkpoint import (
     save,
 )
 from fl.config import ExperimentConfig
+from fl.executors import make_executor
 from fl.results import write_results
 from fl.rounds import LoopResult, LoopSettings, run_rounds
 from fl.schema import to_toml
@@ -116,6 +117,7 @@ def build_grid(cfg: ExperimentConfig, devices: list[DeviceProfile] | None = None
         seed=cfg.seed,
         evaluation_cost=not cfg.evaluation.free,
         client_app_for=node_apps(cfg),
+        executor=make_executor(cfg, client.workspace(cfg.to_run_config())),
     )
 
 
@@ -191,6 +193,7 @@ def run_experiment(
     ws = client.workspace(cfg.to_run_config())
     if resume is not None:
         grid, strategy = resume.grid, resume.strategy
+        resume.grid.executor = make_executor(cfg, ws)  # checkpoints keep no executor
     grid = grid if grid is not None else build_grid(cfg)
     strategy = strategy or build_experiment_strategy(cfg)
     initial = ArrayRecord(client._model(cfg.model, ws.data, cfg.seed).state_dict())

@@ -97,6 +97,7 @@ def summary(run: RunResult) -> dict[str, Any]:
         "virtual_time_s": float(last.get("virtual_time", 0.0)),
         "wall_time_s": run.wall_s,
         "client_wall_s": getattr(run.grid, "client_wall_s", None),  # virtual grid only
+        "executor": getattr(getattr(run.grid, "executor", None), "name", None),
         "stop_reason": run.stop_reason,
         "engine": "virtual" if hasattr(run.grid, "outcomes") else "flower",
         "messages": len(getattr(run.grid, "outcomes", {})),

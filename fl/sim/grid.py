@@ -18,9 +18,9 @@ import copy
 import heapq
 import math
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fl.sim.availability import next_time_online_count
 from fl.sim.devices import DeviceProfile
+from fl.sim.executor import ClientTask, Executor, SequentialExecutor
 from fl.sim.outcomes import (
     CLIENT_ERROR,
     DEADLINE,
@@ -127,6 +128,9 @@ class VirtualGrid(Grid):
     recent_honest:
         How many recent honest training replies an omniscient attacker may observe when it is
         pushed alone (asynchronous loops).
+    executor:
+        Runs the ClientApps of each push (default: one after another, in this process; see
+        `fl.executors` for the batched and multi-process ones). Not saved in checkpoints.
     """
 
     def __init__(
@@ -141,6 +145,7 @@ class VirtualGrid(Grid):
         fallback_flops_per_example: float = 1e6,
         client_app_for: Callable[[int], Callable[[Message, Context], Message] | None] | None = None,
         recent_honest: int = 32,
+        executor: Executor | None = None,
     ) -> None:
         if not devices:
             raise ValueError("devices: a VirtualGrid needs at least one node")
@@ -167,7 +172,15 @@ class VirtualGrid(Grid):
         self.client_wall_s = 0.0  # wall time spent inside ClientApps (for overhead reports)
         self._bytes_cache: tuple[RecordDict | None, int] = (None, 0)
         self._recent_honest: deque[tuple[Message, Message]] = deque(maxlen=recent_honest)
+        self.executor: Executor = executor or SequentialExecutor()
         self.activate()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Executors may hold worker processes: a checkpoint keeps the grid's state only, and
+        # the resumed run attaches the executor its config names.
+        state = self.__dict__.copy()
+        state["executor"] = SequentialExecutor()
+        return state
 
     # ----------------------------------------------------------------- identity
     def activate(self) -> None:
@@ -269,30 +282,28 @@ class VirtualGrid(Grid):
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
         """Deliver instructions: run each node's ClientApp now and schedule its reply.
 
-        Omniscient (Byzantine) apps run last: before they run they `observe` the honest
-        (instruction, reply) pairs of this batch — or, for one-at-a-time pushes as in
-        asynchronous loops, the most recent honest training replies.
+        The honest messages of one call go to the executor together (it may batch them or
+        run them in parallel). Omniscient (Byzantine) apps run last, one at a time: before
+        they run they `observe` the honest (instruction, reply) pairs of this batch — or, for
+        one-at-a-time pushes as in asynchronous loops, the most recent honest training replies.
         """
         messages = list(messages)
         ids: list[str] = [""] * len(messages)
         deferred: list[int] = []
-        honest: list[tuple[Message, Message]] = []
+        direct: list[int] = []
         for pos, msg in enumerate(messages):
             app = self._app_for(int(msg.metadata.dst_node_id))
-            if getattr(app, "omniscient", False):
-                deferred.append(pos)
-                continue
-            ids[pos] = self._push_one(msg)
-            pair = self._honest_pair(ids[pos])
-            if pair is not None:
-                honest.append(pair)
+            (deferred if getattr(app, "omniscient", False) else direct).append(pos)
+        for pos, mid in zip(direct, self._push_batch([messages[p] for p in direct]), strict=True):
+            ids[pos] = mid
+        honest = [pair for pos in direct if (pair := self._honest_pair(ids[pos])) is not None]
         self._recent_honest.extend(honest)
         for pos in deferred:
             app = self._app_for(int(messages[pos].metadata.dst_node_id))
             app.observe(  # type: ignore[attr-defined]
                 honest or list(self._recent_honest), num_byzantine=len(deferred)
             )
-            ids[pos] = self._push_one(messages[pos])
+            ids[pos] = self._push_batch([messages[pos]])[0]
         return ids
 
     def _honest_pair(self, msg_id: str) -> tuple[Message, Message] | None:
@@ -326,12 +337,45 @@ class VirtualGrid(Grid):
         self._ids += 1
         return f"{prefix}{self._run.run_id}-{self._ids}"
 
-    def _push_one(self, msg: Message) -> str:
+    def _push_batch(self, messages: list[Message]) -> list[str]:
+        """Dispatch `messages` (ids, outcomes, availability at send time), run the ClientApps
+        of those whose device is online through the executor, then schedule each reply."""
+        dispatched = [self._dispatch(msg) for msg in messages]
+        runnable = [d for d in dispatched if d.online]
+        if runnable:
+            tasks = [
+                ClientTask(
+                    message=make_message(
+                        metadata=copy.copy(d.msg.metadata), content=copy_recorddict(d.msg.content)
+                    ),
+                    context=self.context(d.outcome.node_id),
+                    app=self._app_for(d.outcome.node_id),
+                )
+                for d in runnable
+            ]
+            t0 = time.perf_counter()  # wall time of the simulation itself, beside virtual
+            try:
+                replies = self.executor.run(tasks)
+            finally:
+                self.client_wall_s += time.perf_counter() - t0
+            if len(replies) != len(tasks):
+                raise RuntimeError(
+                    f"executor {self.executor!r} returned {len(replies)} replies "
+                    f"for {len(tasks)} tasks"
+                )
+            for d, reply in zip(runnable, replies, strict=True):
+                if not isinstance(reply, Message):
+                    raise RuntimeError(f"executor {self.executor!r} returned {reply!r}")
+                self._settle(d, reply)
+        return [d.outcome.message_id for d in dispatched]
+
+    def _dispatch(self, msg: Message) -> _Dispatch:
         if msg.metadata.message_type.split(".")[0] not in ("train", "evaluate", "query"):
             raise ValueError(f"message_type {msg.metadata.message_type!r} is not deliverable")
         node_id = int(msg.metadata.dst_node_id)
         idx = self.node_index(node_id)
         msg_id = self._new_id("m")
+        reply_id = self._new_id("r")  # every message gets exactly one reply (or error)
         msg.metadata.__dict__["_message_id"] = msg_id
         seq = self._seq
         self._seq += 1
@@ -351,14 +395,17 @@ class VirtualGrid(Grid):
         )
         self.outcomes[msg_id] = outcome
         self._instructions[msg_id] = msg
-
-        if not device.availability.online(sent_at):
-            self._lose(msg, outcome, LOST_OFFLINE, "device offline at dispatch")
-            msg.metadata.created_at = sent_at
-            return msg_id
-
         msg.metadata.created_at = sent_at  # the ClientApp sees virtual time too
-        reply = self._execute(msg, node_id)
+        online = device.availability.online(sent_at)
+        if not online:
+            self._lose(msg, outcome, LOST_OFFLINE, "device offline at dispatch", reply_id)
+        return _Dispatch(msg, outcome, rng, reply_id, online)
+
+    def _settle(self, d: _Dispatch, reply: Message) -> None:
+        """Time the reply of a dispatched message on its device, then schedule or lose it."""
+        msg, outcome, rng = d.msg, d.outcome, d.rng
+        device = self.devices[self.node_index(outcome.node_id)]
+        sent_at = outcome.sent_at
         down = self._message_bytes(msg.content)
         up = payload_bytes(reply.content) if not reply.has_error() else 0
         is_eval = msg.metadata.message_type.startswith("evaluate")
@@ -385,26 +432,31 @@ class VirtualGrid(Grid):
 
         failed = device.fails(rng) and not is_eval
         if device.availability.next_change(sent_at) <= finish and finish > sent_at:
-            self._lose(msg, outcome, LOST_OFFLINE, "device went offline before replying")
-            return msg_id
+            self._lose(
+                msg, outcome, LOST_OFFLINE, "device went offline before replying", d.reply_id
+            )
+            return
         if failed:
-            self._lose(msg, outcome, LOST_FAILED, "device failed during the task")
-            return msg_id
+            self._lose(msg, outcome, LOST_FAILED, "device failed during the task", d.reply_id)
+            return
         if finish > sent_at + float(msg.metadata.ttl):
             # As on a SuperLink: a reply arriving after its instruction's TTL is discarded.
-            self._lose(msg, outcome, LOST_TTL, "reply would arrive after the message TTL")
-            return msg_id
+            self._lose(
+                msg, outcome, LOST_TTL, "reply would arrive after the message TTL", d.reply_id
+            )
+            return
 
-        reply.metadata.__dict__["_message_id"] = self._new_id("r")
+        reply.metadata.__dict__["_message_id"] = d.reply_id
         reply.metadata.created_at = finish
         reply.metadata.ttl = max(0.0, msg.metadata.ttl - (finish - sent_at))
         outcome.arrives_at = finish
         outcome.status = PENDING
-        self._replies[msg_id] = reply
-        heapq.heappush(self._pending, (finish, seq, msg_id))
-        return msg_id
+        self._replies[outcome.message_id] = reply
+        heapq.heappush(self._pending, (finish, outcome.seq, outcome.message_id))
 
-    def _lose(self, msg: Message, outcome: MessageOutcome, status: str, why: str) -> None:
+    def _lose(
+        self, msg: Message, outcome: MessageOutcome, status: str, why: str, reply_id: str
+    ) -> None:
         """The reply never comes: the server sees an expired-TTL error at sent + ttl."""
         expiry = outcome.sent_at + float(msg.metadata.ttl)
         outcome.status = status
@@ -414,35 +466,9 @@ class VirtualGrid(Grid):
             metadata=_reply_metadata(msg, created_at=expiry),
             error=Error(code=ErrorCode.REPLY_MESSAGE_UNAVAILABLE, reason=f"expired: {why}"),
         )
-        err.metadata.__dict__["_message_id"] = self._new_id("r")
+        err.metadata.__dict__["_message_id"] = reply_id
         self._replies[outcome.message_id] = err
         heapq.heappush(self._pending, (expiry, outcome.seq, outcome.message_id))
-
-    def _execute(self, msg: Message, node_id: int) -> Message:
-        """Run the node's ClientApp on a private copy of the instruction."""
-        ins = make_message(metadata=copy.copy(msg.metadata), content=copy_recorddict(msg.content))
-        app = self._app_for(node_id)
-        t0 = time.perf_counter()  # wall time of the simulation itself, reported beside virtual
-        try:
-            reply = app(ins, self.context(node_id))
-        except Exception as exc:  # a crashing client must not stop the run
-            reason = f"{type(exc).__name__}: {exc}"
-            tb = traceback.format_exc(limit=3)
-            reply = Message(
-                Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=f"{reason}\n{tb}"),
-                reply_to=ins,
-            )
-        finally:
-            self.client_wall_s += time.perf_counter() - t0
-        if not isinstance(reply, Message):
-            reply = Message(
-                Error(
-                    code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
-                    reason=f"ClientApp returned {type(reply).__name__}, not a Message",
-                ),
-                reply_to=ins,
-            )
-        return reply
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
         """Replies that have arrived by now, in arrival order.
@@ -522,6 +548,17 @@ class VirtualGrid(Grid):
                 ex.failed[o.node_id] = o.error.splitlines()[0] if o.error else o.status
         self.exchanges.append(ex)
         return replies
+
+
+@dataclass
+class _Dispatch:
+    """A message sent to a node, waiting for its ClientApp's reply to be timed."""
+
+    msg: Message
+    outcome: MessageOutcome
+    rng: np.random.Generator  # this (node, message)'s draws: jitter, failure
+    reply_id: str
+    online: bool  # the device was online at dispatch (else the message is already lost)
 
 
 def _reply_metadata(msg: Message, *, created_at: float) -> Any:

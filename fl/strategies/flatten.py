@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
 
+from fl.payload import decode
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -45,10 +47,9 @@ def flatten(
     record: ArrayRecord, layout: Layout, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """The floating-point arrays of `record`, concatenated in layout order, as one vector."""
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
     parts = [
-        np.asarray(
-            record[k].numpy(), dtype=np.float64 if dtype == torch.float64 else np.float32
-        ).ravel()
+        np.asarray(decode(record[k], copy=False), dtype=np_dtype).ravel()
         for k, f in zip(layout.keys, layout.floating, strict=True)
         if f
     ]

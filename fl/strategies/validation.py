@@ -15,6 +15,8 @@ from collections.abc import Iterable
 import numpy as np
 from flwr.app import ArrayRecord, Message
 
+from fl.payload import decode
+
 
 def reply_problem(
     reply: Message, reference: ArrayRecord | None, weighted_by_key: str = "num-examples"
@@ -57,7 +59,7 @@ def reply_problem(
         if arr.dtype != ref.dtype:
             return f"array {key!r} has dtype {arr.dtype}, expected {ref.dtype}"
         try:
-            values = arr.numpy()
+            values = decode(arr, copy=False)
         except Exception as exc:  # corrupted payload bytes
             return f"array {key!r} cannot be decoded: {exc}"
         if values.dtype.kind in "fc" and not np.isfinite(values).all():
