@@ -30,7 +30,7 @@ lint: setup
 	$(VENV)/bin/ruff check fl tests simulations benchmarks
 
 bench: setup
-	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/all.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

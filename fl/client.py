@@ -40,7 +40,11 @@ from fl.training import LocalTraining, TrainStats, derive_seed, evaluate, train_
 
 class _ProjectClientApp(ClientApp):
     """This module's ClientApp. It pickles as a reference to `app` (checkpoints, worker
-    processes), so a restored grid still runs — and the executors still recognise — `app`."""
+    processes), so a restored grid still runs — and the executors still recognise — `app`.
+    It only reads the messages it is given (`reads_only`): the virtual grid may hand every
+    node the same content instead of a private copy."""
+
+    reads_only = True
 
     def __reduce__(self) -> tuple[Any, tuple[()]]:
         return _project_app, ()

@@ -24,7 +24,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Error, Message, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.app.message import make_message
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import Grid
@@ -63,20 +72,28 @@ def copy_recorddict(content: RecordDict) -> RecordDict:
     """Copy a RecordDict so a node can't mutate what other nodes (or the server) hold.
 
     Strategies send one shared RecordDict to every node and some aggregators pop from reply
-    records; new `Array` objects share the immutable bytes, so the copy is cheap.
+    records. Arrays are copied shallowly (their payload bytes are immutable and shared, so the
+    copy is cheap); config and metric records hold scalars and lists of scalars, copied too.
     """
     out = RecordDict()
     for key, record in content.items():
         if isinstance(record, ArrayRecord):
-            out[key] = ArrayRecord(
-                {
-                    k: Array(dtype=a.dtype, shape=tuple(a.shape), stype=a.stype, data=bytes(a.data))
-                    for k, a in record.items()
-                }
+            out[key] = ArrayRecord({k: _copy_array(a) for k, a in record.items()})
+        elif isinstance(record, ConfigRecord | MetricRecord):
+            out[key] = type(record)(
+                {k: list(v) if isinstance(v, list) else v for k, v in record.items()}
             )
         else:
-            out[key] = copy.deepcopy(record)  # config/metric records: small, and mutable
+            out[key] = copy.deepcopy(record)
     return out
+
+
+def _copy_array(array: Array) -> Array:
+    """A new Array with the same (immutable) payload, made without re-validating it."""
+    new = copy.copy(array)
+    if isinstance(array.shape, list):
+        new.__dict__["shape"] = list(array.shape)
+    return new
 
 
 def payload_bytes(content: RecordDict) -> int:
@@ -343,16 +360,7 @@ class VirtualGrid(Grid):
         dispatched = [self._dispatch(msg) for msg in messages]
         runnable = [d for d in dispatched if d.online]
         if runnable:
-            tasks = [
-                ClientTask(
-                    message=make_message(
-                        metadata=copy.copy(d.msg.metadata), content=copy_recorddict(d.msg.content)
-                    ),
-                    context=self.context(d.outcome.node_id),
-                    app=self._app_for(d.outcome.node_id),
-                )
-                for d in runnable
-            ]
+            tasks = [self._task(d) for d in runnable]
             t0 = time.perf_counter()  # wall time of the simulation itself, beside virtual
             try:
                 replies = self.executor.run(tasks)
@@ -368,6 +376,20 @@ class VirtualGrid(Grid):
                     raise RuntimeError(f"executor {self.executor!r} returned {reply!r}")
                 self._settle(d, reply)
         return [d.outcome.message_id for d in dispatched]
+
+    def _task(self, d: _Dispatch) -> ClientTask:
+        """The ClientApp call for a dispatched message, on a private copy of its content — or
+        on the shared content itself for apps that declare `reads_only` (they never modify
+        the message they are given, so every node may read the same records)."""
+        app = self._app_for(d.outcome.node_id)
+        content = d.msg.content
+        if not getattr(app, "reads_only", False):
+            content = copy_recorddict(content)
+        return ClientTask(
+            message=make_message(metadata=copy.copy(d.msg.metadata), content=content),
+            context=self.context(d.outcome.node_id),
+            app=app,
+        )
 
     def _dispatch(self, msg: Message) -> _Dispatch:
         if msg.metadata.message_type.split(".")[0] not in ("train", "evaluate", "query"):
