@@ -15,14 +15,18 @@ Usage: python benchmarks/aggregators.py [--quick]   (quick: n = 32, d = 10^6 onl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
+
+REPO = Path(__file__).resolve().parent.parent  # so `benchmarks.aggregators` imports anywhere
 
 METHODS = (
     "mean",
@@ -89,17 +93,39 @@ def time_one(method: str, n: int, d: int, reps: int) -> float:
 
 
 def peak_memory_mib(method: str, n: int, d: int) -> float:
-    """Extra peak RSS (MiB) of one aggregation, measured in a fresh process."""
+    """Extra peak RSS (MiB) of one aggregation above the memory of its inputs, measured in a
+    fresh process. On Linux the peak is reset once the inputs exist (`clear_refs` 5), so the
+    temporaries of generating them do not hide the aggregation's own peak; elsewhere the
+    process-lifetime peak is used, which can under-report."""
     code = (
-        f"import resource, torch, sys; sys.path.insert(0, {os.getcwd()!r});"
-        "from benchmarks.aggregators import updates, aggregate;"
+        f"import resource, torch, sys; sys.path.insert(0, {str(REPO)!r});"
+        "from benchmarks.aggregators import updates, aggregate, rss_peak_kib, reset_peak;"
         f"G = updates({n}, {d}); m = torch.zeros({d});"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "reset_peak(); base = rss_peak_kib();"
         f"aggregate({method!r}, G, m);"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)"
+        "print((rss_peak_kib() - base) / 1024)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
+
+
+def reset_peak() -> None:
+    """Reset this process's peak RSS to its current RSS (Linux; a no-op elsewhere)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def rss_peak_kib() -> float:
+    """This process's peak RSS in KiB (VmHWM on Linux, else ru_maxrss)."""
+    import resource
+
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def main() -> None:

@@ -134,18 +134,22 @@ def _train_chunk(
     mask_np = np.zeros((num_steps, c, width), dtype=np.float32)
     for i, (sched, off) in enumerate(zip(schedules, offsets, strict=True)):
         for s, idx in enumerate(sched):
+            # padding repeats the client's own first example of the step (masked out): never
+            # another client's data, which could be non-finite under these parameters
+            index_np[s, i, :] = int(idx[0]) + off
             index_np[s, i, : len(idx)] = idx.numpy() + off
             mask_np[s, i, : len(idx)] = 1.0
     index, mask = torch.from_numpy(index_np), torch.from_numpy(mask_np)
     counts = mask.sum(dim=2)  # [steps, C] examples per step
     training = [sum(1 for sch in schedules if len(sch) > s) for s in range(num_steps)]
 
-    # As load_state_dict does: the sent values, in the model's own dtype and shape.
     like = dict(model.named_parameters())
-    params = {
-        n: torch.stack([t.start[n].detach().to(like[n].dtype).view(like[n].shape) for t in tasks])
-        for n in names
-    }
+    for t in tasks:  # as strict load_state_dict: the same names and shapes, or an error
+        if set(t.start) != set(like) or any(
+            tuple(t.start[n].shape) != tuple(p.shape) for n, p in like.items()
+        ):
+            raise ValueError("a task's start model does not match the model's parameters")
+    params = {n: torch.stack([t.start[n].detach().to(like[n].dtype) for t in tasks]) for n in names}
     anchor = {n: p.clone() for n, p in params.items()}
     lr = torch.tensor([t.hp.lr for t in tasks])
     mom = torch.tensor([t.hp.momentum for t in tasks])
@@ -221,5 +225,6 @@ def _train_chunk(
             steps=len(sched),
             label_counts=labels,
         )
-        results.append(({n: params[n][i].clone() for n in names}, stats))
+        final = {n: params[n][i].clone() if n in params else t.start[n].clone() for n in like}
+        results.append((final, stats))
     return results

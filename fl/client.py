@@ -117,7 +117,8 @@ _WORKSPACES: dict[tuple[tuple[str, Any], ...], Workspace] = {}
 
 def workspace(run_config: Mapping[str, Any]) -> Workspace:
     """The cached workspace for this run_config (one per experiment per process)."""
-    key = tuple(sorted((k, v) for k, v in run_config.items()))
+    # executor / workers say how clients run, not what they compute: one workspace for all
+    key = tuple(sorted((k, v) for k, v in run_config.items() if k not in ("executor", "workers")))
     ws = _WORKSPACES.get(key)
     if ws is None:
         if len(_WORKSPACES) >= 4:

@@ -121,6 +121,15 @@ def build_grid(cfg: ExperimentConfig, devices: list[DeviceProfile] | None = None
     )
 
 
+RUN_ONLY_KEYS = ("executor", "workers")
+"""Config keys that say how a run is computed, not what: a resume may change them."""
+
+
+def _what(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without its run-only keys (what a resumed run must keep)."""
+    return {k: v for k, v in config.items() if k not in RUN_ONLY_KEYS}
+
+
 def node_apps(cfg: ExperimentConfig) -> Callable[[int], Any] | None:
     """Node id → the ClientApp wrapper a node runs instead of the honest app (a Byzantine
     attacker and/or fault injection; None: the honest app). A dict's `get`, so grids that
@@ -213,9 +222,9 @@ def run_experiment(
     if isinstance(grid, VirtualGrid):
         grid.activate()
     central = central_evaluator(ws) if cfg.evaluation.central else None
-    if resume is not None and resume.config and resume.config != cfg.to_dict():
+    if resume is not None and resume.config and _what(resume.config) != _what(cfg.to_dict()):
         changed = sorted(
-            k for k in set(resume.config) | set(cfg.to_dict())
+            k for k in set(_what(resume.config)) | set(_what(cfg.to_dict()))
             if resume.config.get(k) != cfg.to_dict().get(k)
         )  # fmt: skip
         raise ValueError(
@@ -251,36 +260,41 @@ def run_experiment(
             )
 
     result: LoopResult
-    if isinstance(strategy, AsyncStrategy):  # `rounds` counts model updates
-        result = run_async(
-            strategy,
-            grid,
-            initial,
-            AsyncSettings(
-                max_updates=cfg.rounds,
-                timeout=cfg.round_timeout_s,
-                time_budget=cfg.time_budget_s,
-                eval_every=cfg.evaluation.every,
-                train_config=settings.train_config,
-            ),
-            central_eval=central,
-            on_update=bar,
-            start=resume.loop if resume else None,
-            checkpoint=checkpoint if save_to is not None else None,
-            checkpoint_every=cfg.checkpoint_every,
-        )
-    else:
-        result = run_rounds(
-            strategy,
-            grid,
-            initial,
-            settings,
-            central_eval=central,
-            on_round=bar,
-            start=resume.loop if resume else None,
-            checkpoint=checkpoint if save_to is not None else None,
-            checkpoint_every=cfg.checkpoint_every,
-        )
+    try:
+        if isinstance(strategy, AsyncStrategy):  # `rounds` counts model updates
+            result = run_async(
+                strategy,
+                grid,
+                initial,
+                AsyncSettings(
+                    max_updates=cfg.rounds,
+                    timeout=cfg.round_timeout_s,
+                    time_budget=cfg.time_budget_s,
+                    eval_every=cfg.evaluation.every,
+                    train_config=settings.train_config,
+                ),
+                central_eval=central,
+                on_update=bar,
+                start=resume.loop if resume else None,
+                checkpoint=checkpoint if save_to is not None else None,
+                checkpoint_every=cfg.checkpoint_every,
+            )
+        else:
+            result = run_rounds(
+                strategy,
+                grid,
+                initial,
+                settings,
+                central_eval=central,
+                on_round=bar,
+                start=resume.loop if resume else None,
+                checkpoint=checkpoint if save_to is not None else None,
+                checkpoint_every=cfg.checkpoint_every,
+            )
+    finally:
+        close = getattr(getattr(grid, "executor", None), "close", None)
+        if close is not None:
+            close()  # e.g. stop the process executor's workers
     if hasattr(bar, "close"):
         bar.close()  # type: ignore[union-attr]
     wall = time.perf_counter() - wall0

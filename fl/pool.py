@@ -6,16 +6,18 @@ cores. A task's reply depends only on its message and its node's context (seeds 
 from them), and the workers use the run's torch thread count, so the replies are bit-identical
 to the sequential executor's, for any number of workers.
 
-On Linux workers are forked (they start at once, sharing the parent's loaded data); elsewhere
-they are spawned. The pool is kept for the life of the process, so a sweep of many experiments
-pays the start-up once.
+On Linux workers are forked when the experiment's first push needs them (they start at once,
+with the experiment's data already loaded); elsewhere they are spawned. They stop at the end
+of the experiment, or on their own if the parent process dies.
 """
 
 from __future__ import annotations
 
-import atexit
 import multiprocessing as mp
+import multiprocessing.connection
+import os
 import sys
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -25,29 +27,29 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fl.sim.executor import ClientTask, SequentialExecutor, run_client_app
 
-_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+def _new_pool(workers: int, torch_threads: int) -> ProcessPoolExecutor:
+    """A pool of `workers` processes. Forked on Linux (they start at once, sharing the
+    parent's loaded data; scripts need no `if __name__ == "__main__"` guard), unless the run
+    uses several torch threads (a forked child of a process whose OpenMP pool ran can hang);
+    spawned elsewhere."""
+    fork = sys.platform.startswith("linux") and torch_threads == 1
+    ctx = mp.get_context("fork" if fork else "spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_watch_parent)
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
-    """The process-wide pool of `workers` workers (started on first use)."""
-    pool = _POOLS.get(workers)
-    if pool is None:
-        # Fork (Linux): workers start at once with the parent's imports and loaded data, and
-        # scripts need no `if __name__ == "__main__"` guard (as torch's DataLoader workers).
-        # Elsewhere: spawn, which re-imports the main module.
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
-        ctx = mp.get_context(method)
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-        _POOLS[workers] = pool
-    return pool
+def _watch_parent() -> None:
+    """In a worker: exit as soon as the parent dies (even by SIGKILL), instead of waiting
+    forever on a task queue whose other end it inherited."""
+    parent = mp.parent_process()
+    if parent is None:
+        return
 
+    def watch() -> None:
+        mp.connection.wait([parent.sentinel])
+        os._exit(1)
 
-@atexit.register
-def shutdown_pools() -> None:
-    """Stop every worker (also called at interpreter exit)."""
-    while _POOLS:
-        _, pool = _POOLS.popitem()
-        pool.shutdown(wait=True, cancel_futures=True)
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _run_chunk(
@@ -71,7 +73,8 @@ def _run_chunk(
 
 class ProcessExecutor:
     """Runs the project's ClientApp tasks of a push on `workers` processes; other tasks
-    (Byzantine or faulty wrappers, whose state lives in this process) run here, in order."""
+    (Byzantine or faulty wrappers, whose state lives in this process) run here, in order.
+    The workers live until `close()` (the end of the experiment)."""
 
     name = "processes"
 
@@ -83,9 +86,16 @@ class ProcessExecutor:
         self.chunks_per_worker = chunks_per_worker
         self.local = SequentialExecutor()
         self.remote_tasks = 0  # tasks run in the workers (the rest ran in this process)
+        self._pool: ProcessPoolExecutor | None = None
 
     def __repr__(self) -> str:
         return f"ProcessExecutor(workers={self.workers})"
+
+    def close(self) -> None:
+        """Stop the workers (a later push starts new ones)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def run(self, tasks: Sequence[ClientTask]) -> list[Message]:
         from fl import client
@@ -99,27 +109,28 @@ class ProcessExecutor:
         replies: list[Message | None] = [None] * len(tasks)
         size = -(-len(remote) // (self.workers * self.chunks_per_worker))
         parts = [remote[k : k + size] for k in range(0, len(remote), size)]
-        pool = _pool(self.workers)
+        if self._pool is None:
+            self._pool = _new_pool(self.workers, self.torch_threads)
         self.remote_tasks += len(remote)
-        futures = [
-            pool.submit(
-                _run_chunk,
-                [(tasks[i].message, tasks[i].context) for i in part],
-                self.torch_threads,
-            )
-            for part in parts
-        ]
-        in_pool = set(remote)
-        here = [i for i in range(len(tasks)) if i not in in_pool]
-        for i, reply in zip(here, self.local.run([tasks[i] for i in here]), strict=True):
-            replies[i] = reply
         try:
+            futures = [
+                self._pool.submit(
+                    _run_chunk,
+                    [(tasks[i].message, tasks[i].context) for i in part],
+                    self.torch_threads,
+                )
+                for part in parts
+            ]
+            in_pool = set(remote)
+            here = [i for i in range(len(tasks)) if i not in in_pool]
+            for i, reply in zip(here, self.local.run([tasks[i] for i in here]), strict=True):
+                replies[i] = reply
             for part, future in zip(parts, futures, strict=True):
                 for i, (reply, state) in zip(part, future.result(), strict=True):
                     replies[i] = reply
                     tasks[i].context.state = state
         except BrokenProcessPool as exc:
-            _POOLS.pop(self.workers, None)
+            self._pool = None
             raise RuntimeError(
                 "a worker process of the process executor died (out of memory, or killed); "
                 "rerun with executor = 'sequential' to see the client's own error"

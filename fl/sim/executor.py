@@ -25,8 +25,10 @@ EXECUTORS = ("auto", "sequential", "batched", "processes")
 
 @dataclass
 class ClientTask:
-    """One message for one node: the instruction (a private copy), the node's persistent
-    context (the app may update its state) and the ClientApp the node runs."""
+    """One message for one node: the instruction (with its own metadata; its content is a
+    private copy unless the app declares `reads_only`, then it is shared with other nodes and
+    the server, so an executor must not modify it), the node's persistent context (the app
+    may update its state) and the ClientApp the node runs."""
 
     message: Message
     context: Context

@@ -357,6 +357,10 @@ class VirtualGrid(Grid):
     def _push_batch(self, messages: list[Message]) -> list[str]:
         """Dispatch `messages` (ids, outcomes, availability at send time), run the ClientApps
         of those whose device is online through the executor, then schedule each reply."""
+        for msg in messages:  # refuse a bad push before any of it is dispatched
+            if msg.metadata.message_type.split(".")[0] not in ("train", "evaluate", "query"):
+                raise ValueError(f"message_type {msg.metadata.message_type!r} is not deliverable")
+            self.node_index(int(msg.metadata.dst_node_id))
         dispatched = [self._dispatch(msg) for msg in messages]
         runnable = [d for d in dispatched if d.online]
         if runnable:
@@ -392,8 +396,6 @@ class VirtualGrid(Grid):
         )
 
     def _dispatch(self, msg: Message) -> _Dispatch:
-        if msg.metadata.message_type.split(".")[0] not in ("train", "evaluate", "query"):
-            raise ValueError(f"message_type {msg.metadata.message_type!r} is not deliverable")
         node_id = int(msg.metadata.dst_node_id)
         idx = self.node_index(node_id)
         msg_id = self._new_id("m")

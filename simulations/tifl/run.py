@@ -139,11 +139,18 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="extra config override for every run, e.g. --set executor=sequential",
+    )
     args = parser.parse_args(argv)
     out = args.out or Path("results/tifl-quick" if args.quick else "results/tifl")
     extra = QUICK if args.quick else []
     jobs = [
-        (s, p, [*SETTINGS[s], *POLICIES[p], *extra], str(out))
+        (s, p, [*SETTINGS[s], *POLICIES[p], *extra, *args.overrides], str(out))
         for s in args.settings
         for p in POLICIES
     ]
