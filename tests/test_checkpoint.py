@@ -132,6 +132,42 @@ def test_resume_refuses_a_changed_config(tmp_path: Path) -> None:
         resume_experiment(tmp_path)
 
 
+def test_resume_may_change_how_clients_run_but_not_what(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """executor/workers are run-only keys: a checkpoint written without them (as before they
+    existed) resumes with the process pool, and the pool gives the uninterrupted result."""
+    import shutil
+
+    import fl.experiment
+    from fl.checkpoint import save
+
+    cfg = _config("tifl", rounds=6).replace(executor="sequential")
+    kept: list[int] = []
+
+    def keep_third(path: Path, ckpt: object) -> None:
+        save(path, ckpt)  # type: ignore[arg-type]
+        kept.append(1)
+        if len(kept) == 3:
+            shutil.copy(path, tmp_path / "third.pkl")
+
+    monkeypatch.setattr(fl.experiment, "save", keep_third)
+    run_experiment(cfg, tmp_path / "full")
+    monkeypatch.undo()
+    part = tmp_path / "part"
+    part.mkdir()
+    old = load(tmp_path / "third.pkl")
+    for key in ("executor", "workers"):
+        old.config.pop(key)
+    save(part / CHECKPOINT_FILE, old)
+    (part / "config.toml").write_text(
+        to_toml(cfg.replace(executor="processes", workers=2).to_dict())
+    )
+    result = resume_experiment(part)
+    assert result.grid.executor.remote_tasks > 0  # type: ignore[attr-defined]
+    _same_run(tmp_path / "full", part)
+
+
 def test_a_state_that_cannot_be_pickled_disables_checkpoints_not_the_run(tmp_path: Path) -> None:
     from flwr.serverapp.strategy import FedAvg
 

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
 from typing import Any
 
 import pytest
@@ -187,3 +192,35 @@ def test_bad_executor_settings_are_rejected_by_name() -> None:
         _config(executor="gpu")
     with pytest.raises(ConfigError, match="workers"):
         _config(workers=-1)
+
+
+def _alive(pid: int) -> bool:
+    """True if `pid` runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return not any(line.startswith("State:\tZ") for line in fh)
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_pool_workers_exit_when_the_parent_is_killed() -> None:
+    script = (
+        "import os, time\n"
+        "from fl.pool import _new_pool\n"
+        "pool = _new_pool(2, 1)\n"
+        "futures = [pool.submit(time.sleep, 0.2) for _ in range(4)]\n"
+        "[f.result() for f in futures]\n"
+        "print(' '.join(str(p) for p in pool._processes), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    workers = [int(p) for p in proc.stdout.readline().split()]
+    assert len(workers) == 2 and all(_alive(p) for p in workers)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in workers), workers

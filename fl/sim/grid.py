@@ -80,9 +80,8 @@ def copy_recorddict(content: RecordDict) -> RecordDict:
         if isinstance(record, ArrayRecord):
             out[key] = ArrayRecord({k: _copy_array(a) for k, a in record.items()})
         elif isinstance(record, ConfigRecord | MetricRecord):
-            out[key] = type(record)(
-                {k: list(v) if isinstance(v, list) else v for k, v in record.items()}
-            )
+            values = {k: list(v) if isinstance(v, list) else v for k, v in record.items()}
+            out[key] = type(record)(values)  # type: ignore[arg-type]
         else:
             out[key] = copy.deepcopy(record)
     return out
