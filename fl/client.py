@@ -23,7 +23,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fl.config import ExperimentConfig
+from fl.config import RUN_ONLY_KEYS, ExperimentConfig
 from fl.data import DataConfig, FederatedData, load_federated
 from fl.models import (
     ModelConfig,
@@ -77,9 +77,9 @@ class Workspace:
     # once per round instead of once per node. Holding the bytes keeps their identity unique.
     decoded: dict[str, tuple[bytes, torch.Tensor]] = field(default_factory=dict)
 
-    def load(self, record: ArrayRecord, into_model: bool = True) -> dict[str, torch.Tensor]:
-        """Load `record` into the workspace model, decoding each payload only once; returns
-        the decoded tensors (shared between loads of the same payload: read them only)."""
+    def decode(self, record: ArrayRecord) -> dict[str, torch.Tensor]:
+        """The tensors of `record`, each payload decoded only once (shared between calls with
+        the same payload: read them only)."""
         state = {}
         for name, array in record.items():
             hit = self.decoded.get(name)
@@ -89,8 +89,6 @@ class Workspace:
                 tensor = torch.from_numpy(decode(array))
                 self.decoded[name] = (array.data, tensor)
                 state[name] = tensor
-        if into_model:
-            self.model.load_state_dict(state, strict=True)
         return state
 
 
@@ -117,8 +115,7 @@ _WORKSPACES: dict[tuple[tuple[str, Any], ...], Workspace] = {}
 
 def workspace(run_config: Mapping[str, Any]) -> Workspace:
     """The cached workspace for this run_config (one per experiment per process)."""
-    # executor / workers say how clients run, not what they compute: one workspace for all
-    key = tuple(sorted((k, v) for k, v in run_config.items() if k not in ("executor", "workers")))
+    key = tuple(sorted((k, v) for k, v in run_config.items() if k not in RUN_ONLY_KEYS))
     ws = _WORKSPACES.get(key)
     if ws is None:
         if len(_WORKSPACES) >= 4:
@@ -182,16 +179,15 @@ class TrainTask:
     start: dict[str, torch.Tensor]  # the model sent (read only: shared with other tasks)
 
 
-def prepare_train(msg: Message, context: Context, *, load_model: bool = True) -> TrainTask:
-    """Resolve a train message for this node (its data, hyper-parameters, seed; poisoned data
-    if a Byzantine wrapper asked for it) and decode the sent model (loading it into the
-    workspace model unless `load_model` is False: batched training reads `start` only)."""
+def prepare_train(msg: Message, context: Context) -> TrainTask:
+    """Resolve a train message for this node: its data, hyper-parameters, seed (poisoned data
+    if a Byzantine wrapper asked for it) and the sent model, decoded."""
     ws = workspace(context.run_config)
     pid = _partition(context, ws)
     request = _request_config(msg)
     hp = local_training(ws.config, request)
     x_tr, y_tr, _, _ = ws.data.node(pid)
-    start = ws.load(next(iter(msg.content.array_records.values())), into_model=load_model)
+    start = ws.decode(next(iter(msg.content.array_records.values())))
     server_round = int(request["server-round"]) if request and "server-round" in request else 0  # type: ignore[arg-type]
     seed = derive_seed(ws.config.seed, pid, server_round, _next_call(context))
     attack = data_attack_from_config(request or {})
@@ -224,16 +220,20 @@ def train_reply(
     return Message(content=content, reply_to=msg)
 
 
+def finish_train(msg: Message, task: TrainTask) -> Message:
+    """Train the workspace model from the sent model on the task's data; the reply."""
+    model = task.ws.model
+    model.load_state_dict(task.start, strict=True)
+    t0 = time.perf_counter()
+    stats = train_local(model, task.x, task.y, task.hp, task.seed, label_classes(task.ws))
+    compute_s = time.perf_counter() - t0
+    return train_reply(msg, task, stats, model.state_dict(), compute_s)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Load the sent model, train on this node's partition, reply with the new model."""
-    task = prepare_train(msg, context)
-    t0 = time.perf_counter()
-    stats = train_local(
-        task.ws.model, task.x, task.y, task.hp, task.seed, num_classes=label_classes(task.ws)
-    )
-    compute_s = time.perf_counter() - t0
-    return train_reply(msg, task, stats, task.ws.model.state_dict(), compute_s)
+    return finish_train(msg, prepare_train(msg, context))
 
 
 def label_classes(ws: Workspace) -> int:
@@ -261,7 +261,7 @@ def evaluate_local(msg: Message, context: Context) -> Message:
     x_tr, y_tr, x_te, y_te = ws.data.node(pid)
     if len(y_te) == 0:
         x_te, y_te = x_tr, y_tr
-    ws.load(next(iter(msg.content.array_records.values())))
+    ws.model.load_state_dict(ws.decode(next(iter(msg.content.array_records.values()))))
     loss, acc = evaluate(ws.model, x_te, y_te)
     metrics = MetricRecord(
         {

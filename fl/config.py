@@ -103,6 +103,11 @@ class EvalConfig:
         )
 
 
+RUN_ONLY_KEYS = ("executor", "workers")
+"""Config keys that say how a run is computed, not what it computes: clients' workspaces are
+shared across them, and a resumed run may change them."""
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     """One experiment: data + model + devices + strategy, run in virtual time."""

@@ -26,7 +26,6 @@ from fl.batched_training import BatchTask, batchable, train_batched
 from fl.config import ExperimentConfig
 from fl.sim.executor import EXECUTORS, ClientTask, Executor, SequentialExecutor, error_reply
 from fl.strategies.registry import ASYNC_STRATEGIES
-from fl.training import train_local
 
 BATCHED_MAX_TRAIN_FLOPS = 1e6
 """Per-example training cost (FLOPs) up to which "auto" batches a model: MLPs, logistic
@@ -70,7 +69,7 @@ class BatchedExecutor:
         for i in batch:
             t = tasks[i]
             try:
-                task = client.prepare_train(t.message, t.context, load_model=False)
+                task = client.prepare_train(t.message, t.context)
             except Exception as exc:  # the same error the sequential app replies with
                 replies[i] = error_reply(t.message, exc, traceback.format_exc(limit=3))
                 continue
@@ -115,11 +114,7 @@ def _train_group(
     out = []
     for i, t in group:
         try:
-            ws.model.load_state_dict(t.start, strict=True)
-            t1 = time.perf_counter()
-            stats = train_local(ws.model, t.x, t.y, t.hp, t.seed, classes)
-            compute_s = time.perf_counter() - t1
-            reply = client.train_reply(tasks[i].message, t, stats, ws.model.state_dict(), compute_s)
+            reply = client.finish_train(tasks[i].message, t)
         except Exception as exc:
             reply = error_reply(tasks[i].message, exc, traceback.format_exc(limit=3))
         out.append((i, reply))

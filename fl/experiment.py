@@ -28,7 +28,7 @@ from fl.checkpoint import (
     rng_states,
     save,
 )
-from fl.config import ExperimentConfig
+from fl.config import RUN_ONLY_KEYS, ExperimentConfig
 from fl.executors import make_executor
 from fl.results import write_results
 from fl.rounds import LoopResult, LoopSettings, run_rounds
@@ -119,10 +119,6 @@ def build_grid(cfg: ExperimentConfig, devices: list[DeviceProfile] | None = None
         client_app_for=node_apps(cfg),
         executor=make_executor(cfg, client.workspace(cfg.to_run_config())),
     )
-
-
-RUN_ONLY_KEYS = ("executor", "workers")
-"""Config keys that say how a run is computed, not what: a resume may change them."""
 
 
 def _what(config: dict[str, Any]) -> dict[str, Any]:
@@ -222,11 +218,9 @@ def run_experiment(
     if isinstance(grid, VirtualGrid):
         grid.activate()
     central = central_evaluator(ws) if cfg.evaluation.central else None
-    if resume is not None and resume.config and _what(resume.config) != _what(cfg.to_dict()):
-        changed = sorted(
-            k for k in set(_what(resume.config)) | set(_what(cfg.to_dict()))
-            if resume.config.get(k) != cfg.to_dict().get(k)
-        )  # fmt: skip
+    saved, now = _what(resume.config if resume else {}), _what(cfg.to_dict())
+    if resume is not None and resume.config and saved != now:
+        changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         raise ValueError(
             f"config.toml differs from the checkpoint's config (in {', '.join(changed)}): "
             "a resumed run must continue the same experiment"

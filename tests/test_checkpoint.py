@@ -61,27 +61,38 @@ def _same_run(a: Path, b: Path) -> None:
     assert (a / "messages.csv").read_text() == (b / "messages.csv").read_text()
 
 
+def _run_keeping(
+    cfg: ExperimentConfig, out: Path, nth: int, copy_to: Path, monkeypatch: pytest.MonkeyPatch
+) -> list[int]:
+    """Run `cfg` into `out`, keeping a copy of its `nth` checkpoint at `copy_to`; the
+    `next_round` of every checkpoint saved."""
+    import shutil
+
+    import fl.experiment
+
+    save = fl.experiment.save
+    kept: list[int] = []
+
+    def keep(path: Path, ckpt: object) -> None:
+        save(path, ckpt)  # type: ignore[arg-type]
+        kept.append(ckpt.loop.next_round)  # type: ignore[attr-defined]
+        if len(kept) == nth:
+            shutil.copy(path, copy_to)
+
+    monkeypatch.setattr(fl.experiment, "save", keep)
+    run_experiment(cfg, out)
+    monkeypatch.undo()
+    return kept
+
+
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, strategy: str
 ) -> None:
     import shutil
 
-    import fl.experiment
-
     cfg = _config(strategy, rounds=12)
-    save = fl.experiment.save
-    kept: list[int] = []
-
-    def keep_sixth(path: Path, ckpt: object) -> None:  # a copy of the 6th checkpoint
-        save(path, ckpt)  # type: ignore[arg-type]
-        kept.append(ckpt.loop.next_round)  # type: ignore[attr-defined]
-        if len(kept) == 6:
-            shutil.copy(path, tmp_path / "sixth.pkl")
-
-    monkeypatch.setattr(fl.experiment, "save", keep_sixth)
-    run_experiment(cfg, tmp_path / "full")
-    monkeypatch.undo()
+    kept = _run_keeping(cfg, tmp_path / "full", 6, tmp_path / "sixth.pkl", monkeypatch)
     part = tmp_path / "part"
     part.mkdir()
     (part / "config.toml").write_text(to_toml(cfg.to_dict()))
@@ -137,23 +148,10 @@ def test_resume_may_change_how_clients_run_but_not_what(
 ) -> None:
     """executor/workers are run-only keys: a checkpoint written without them (as before they
     existed) resumes with the process pool, and the pool gives the uninterrupted result."""
-    import shutil
-
-    import fl.experiment
     from fl.checkpoint import save
 
     cfg = _config("tifl", rounds=6).replace(executor="sequential")
-    kept: list[int] = []
-
-    def keep_third(path: Path, ckpt: object) -> None:
-        save(path, ckpt)  # type: ignore[arg-type]
-        kept.append(1)
-        if len(kept) == 3:
-            shutil.copy(path, tmp_path / "third.pkl")
-
-    monkeypatch.setattr(fl.experiment, "save", keep_third)
-    run_experiment(cfg, tmp_path / "full")
-    monkeypatch.undo()
+    _run_keeping(cfg, tmp_path / "full", 3, tmp_path / "third.pkl", monkeypatch)
     part = tmp_path / "part"
     part.mkdir()
     old = load(tmp_path / "third.pkl")

@@ -304,6 +304,10 @@ class VirtualGrid(Grid):
         one-at-a-time pushes as in asynchronous loops, the most recent honest training replies.
         """
         messages = list(messages)
+        for msg in messages:  # refuse a bad push before any of it is dispatched
+            if msg.metadata.message_type.split(".")[0] not in ("train", "evaluate", "query"):
+                raise ValueError(f"message_type {msg.metadata.message_type!r} is not deliverable")
+            self.node_index(int(msg.metadata.dst_node_id))
         ids: list[str] = [""] * len(messages)
         deferred: list[int] = []
         direct: list[int] = []
@@ -356,10 +360,6 @@ class VirtualGrid(Grid):
     def _push_batch(self, messages: list[Message]) -> list[str]:
         """Dispatch `messages` (ids, outcomes, availability at send time), run the ClientApps
         of those whose device is online through the executor, then schedule each reply."""
-        for msg in messages:  # refuse a bad push before any of it is dispatched
-            if msg.metadata.message_type.split(".")[0] not in ("train", "evaluate", "query"):
-                raise ValueError(f"message_type {msg.metadata.message_type!r} is not deliverable")
-            self.node_index(int(msg.metadata.dst_node_id))
         dispatched = [self._dispatch(msg) for msg in messages]
         runnable = [d for d in dispatched if d.online]
         if runnable:
