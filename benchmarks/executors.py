@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from fl import client
-from fl.config import load_dict
+from fl.experiment.config import load_dict
 from fl.executors import choose_executor
 from fl.experiment import run_experiment
 

@@ -23,7 +23,7 @@ def one(nodes: int, rounds: int) -> dict[str, float]:
     """Run one size in this process; return wall per round (after set-up) and peak RSS."""
     import torch
 
-    from fl.config import load_dict
+    from fl.experiment.config import load_dict
     from fl.experiment import run_experiment
 
     torch.set_num_threads(1)

@@ -17,7 +17,7 @@ import time
 import flwr
 import torch
 
-from fl.config import load_dict
+from fl.experiment.config import load_dict
 from fl.experiment import run_experiment
 
 

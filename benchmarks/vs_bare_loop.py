@@ -1,7 +1,7 @@
 """Per-client-update cost of the simulator against a bare torch loop doing the same arithmetic.
 
 The bare loop is the practical floor: for the same (node, round) tasks it loads the global
-weights into one model, runs the same local SGD (`fl.training.train_local`, same seeds and
+weights into one model, runs the same local SGD (`fl.client.training.train_local`, same seeds and
 batches) and averages the resulting weights, with no Flower messages, no grid, no strategy and
 no time model. All are timed side by side in one run: the simulator with the sequential
 executor (the ratio is its overhead) and with the batched one (torch.func: all clients of a
@@ -19,10 +19,10 @@ import time
 import torch
 
 from fl import client
-from fl.batched_training import BatchTask, train_batched
-from fl.config import load_dict
+from fl.executors.vmap import BatchTask, train_batched
+from fl.experiment.config import load_dict
 from fl.experiment import run_experiment
-from fl.training import derive_seed, train_local
+from fl.client.training import derive_seed, train_local
 
 
 def main(argv: list[str] | None = None) -> None:

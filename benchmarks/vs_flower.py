@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from fl import client
-from fl.config import load_dict
-from fl.engines import run_on_flower
+from fl.experiment.config import load_dict
+from fl.flower.engines import run_on_flower
 from fl.experiment import run_experiment
 
 WORKLOADS: dict[str, dict[str, Any]] = {
@@ -78,8 +78,7 @@ def main(argv: list[str] | None = None) -> None:
             config(workload, nodes, part, args.rounds), executor=args.executor
         )
         with tempfile.TemporaryDirectory() as tmp:
-            client.federated_data.cache_clear()  # each virtual run loads its data, as Ray does
-            client._WORKSPACES.clear()
+            client.clear_workspaces()  # each virtual run loads its data, as Ray does
             t0 = time.perf_counter()
             virtual = run_experiment(cfg, Path(tmp) / "virtual")
             t_virtual = time.perf_counter() - t0

@@ -36,9 +36,9 @@ def run(
     ] = 1.0,
 ) -> None:
     """Run one experiment and write its results folder."""
-    from fl.config import load_config
     from fl.experiment import run_experiment
-    from fl.results import summary
+    from fl.experiment.config import load_config
+    from fl.experiment.results import summary
 
     if engine not in ("virtual", "flower"):
         typer.echo(f"error: --engine {engine!r} is unknown; use virtual or flower", err=True)
@@ -50,7 +50,7 @@ def run(
         raise typer.Exit(2) from exc
     out_dir = out or Path(cfg.output_dir) / cfg.name
     if engine == "flower":
-        from fl.engines import FlowerRunError, run_on_flower
+        from fl.flower.engines import FlowerRunError, run_on_flower
 
         try:
             run_on_flower(cfg, out_dir, cpus_per_client=cpus_per_client, verbose=not quiet)
@@ -71,7 +71,7 @@ def resume(
 ) -> None:
     """Continue a run from the last checkpoint in its results folder (`checkpoint_every`)."""
     from fl.experiment import resume_experiment
-    from fl.results import summary
+    from fl.experiment.results import summary
 
     try:
         result = resume_experiment(results, progress=not quiet)
@@ -88,7 +88,7 @@ def plot(
     out: Annotated[Path, typer.Option(help="where to write the PNGs")] = Path("results/plots"),
 ) -> None:
     """Overlay several runs: accuracy against virtual time and against rounds."""
-    from fl.plots import plot_runs
+    from fl.experiment.plots import plot_runs
 
     for d in results:
         if not (d / "rounds.csv").is_file():

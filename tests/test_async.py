@@ -11,10 +11,10 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp.strategy import FedAvg
 
 from fl import client
-from fl.async_rounds import AsyncSettings, run_async
-from fl.config import ExperimentConfig, load_dict
 from fl.experiment import build_grid, run_experiment, seed_everything, train_config_record
-from fl.rounds import LoopSettings, run_rounds
+from fl.experiment.config import ExperimentConfig, load_dict
+from fl.loops.asynchronous import AsyncSettings, run_async
+from fl.loops.synchronous import LoopSettings, run_rounds
 from fl.schema import ConfigError
 from fl.sim.devices import DeviceProfile
 from fl.sim.grid import VirtualGrid

@@ -21,9 +21,9 @@ from flwr.clientapp import ClientApp
 from flwr.supercore.task_identity import TaskIdentity
 from scipy.stats import norm
 
+from fl.client.poisoning import IMPULSE_AMOUNT
 from fl.sim.attacks import (
     ATTACKS,
-    IMPULSE_AMOUNT,
     AttackConfig,
     ByzantineClientApp,
     corrupt_data,

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from fl.checkpoint import CHECKPOINT_FILE, load
-from fl.config import ExperimentConfig, load_dict
 from fl.experiment import resume_experiment, run_experiment
-from fl.results import read_csv
+from fl.experiment.config import ExperimentConfig, load_dict
+from fl.experiment.results import read_csv
+from fl.loops.checkpoint import CHECKPOINT_FILE, load
 from fl.schema import to_toml
 
 WALL = ("wall_time", "aggregation_wall_s")
@@ -68,9 +68,9 @@ def _run_keeping(
     `next_round` of every checkpoint saved."""
     import shutil
 
-    import fl.experiment
+    import fl.experiment.run
 
-    save = fl.experiment.save
+    save = fl.experiment.run.save
     kept: list[int] = []
 
     def keep(path: Path, ckpt: object) -> None:
@@ -79,7 +79,7 @@ def _run_keeping(
         if len(kept) == nth:
             shutil.copy(path, copy_to)
 
-    monkeypatch.setattr(fl.experiment, "save", keep)
+    monkeypatch.setattr(fl.experiment.run, "save", keep)
     run_experiment(cfg, out)
     monkeypatch.undo()
     return kept
@@ -148,7 +148,7 @@ def test_resume_may_change_how_clients_run_but_not_what(
 ) -> None:
     """executor/workers are run-only keys: a checkpoint written without them (as before they
     existed) resumes with the process pool, and the pool gives the uninterrupted result."""
-    from fl.checkpoint import save
+    from fl.loops.checkpoint import save
 
     cfg = _config("tifl", rounds=6).replace(executor="sequential")
     _run_keeping(cfg, tmp_path / "full", 3, tmp_path / "third.pkl", monkeypatch)

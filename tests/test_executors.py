@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 import torch
 
-from fl.batched_training import BatchTask, batchable, train_batched
-from fl.config import ConfigError, load_dict
+from fl.client.training import LocalTraining, train_local
 from fl.data import DataConfig, load_federated
 from fl.executors import choose_executor, make_executor
+from fl.executors.vmap import BatchTask, batchable, train_batched
 from fl.experiment import RunResult, run_experiment
+from fl.experiment.config import ConfigError, load_dict
 from fl.models import ModelConfig, build_model
-from fl.training import LocalTraining, train_local
 
 DROP = {"wall_time", "aggregation_wall_s"}
 
@@ -207,7 +207,7 @@ def _alive(pid: int) -> bool:
 def test_pool_workers_exit_when_the_parent_is_killed() -> None:
     script = (
         "import os, time\n"
-        "from fl.pool import _new_pool\n"
+        "from fl.executors.processes import _new_pool\n"
         "pool = _new_pool(2, 1)\n"
         "futures = [pool.submit(time.sleep, 0.2) for _ in range(4)]\n"
         "[f.result() for f in futures]\n"

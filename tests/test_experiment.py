@@ -23,7 +23,6 @@ from typer.testing import CliRunner
 
 from fl import client
 from fl.cli import cli
-from fl.config import ExperimentConfig, load_config, load_dict
 from fl.experiment import (
     build_grid,
     central_evaluator,
@@ -31,8 +30,9 @@ from fl.experiment import (
     seed_everything,
     train_config_record,
 )
-from fl.results import read_csv
-from fl.rounds import LoopSettings, run_rounds
+from fl.experiment.config import ExperimentConfig, load_config, load_dict
+from fl.experiment.results import read_csv
+from fl.loops.synchronous import LoopSettings, run_rounds
 from fl.schema import ConfigError
 from fl.strategies.registry import ASYNC_STRATEGIES as ASYNC
 from fl.strategies.registry import STRATEGIES
@@ -316,7 +316,7 @@ def test_run_config_round_trip_keeps_tricky_strings() -> None:
 
 
 def test_derive_seed_uses_all_bits() -> None:
-    from fl.training import derive_seed
+    from fl.client.training import derive_seed
 
     assert derive_seed(1, 2) != derive_seed(1 + 2**32, 2)
     assert derive_seed(1, 2) == derive_seed(1, 2) != derive_seed(2, 1)

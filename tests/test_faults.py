@@ -14,12 +14,12 @@ from flwr.serverapp.strategy import FedAvg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fl.checkpoint import CHECKPOINT_FILE, load
-from fl.config import ExperimentConfig, load_dict
-from fl.experiment import run_experiment
-from fl.results import read_csv
+from fl.experiment import RunFailedError, run_experiment
+from fl.experiment.config import ExperimentConfig, load_dict
+from fl.experiment.results import read_csv
+from fl.loops.checkpoint import CHECKPOINT_FILE, load
+from fl.protocol.replies import split_replies
 from fl.schema import ConfigError
-from fl.strategies.validation import split_replies
 
 
 def _cfg(**over: Any) -> ExperimentConfig:
@@ -85,7 +85,9 @@ def test_stragglers_past_the_deadline_are_dropped() -> None:
 
 def test_too_few_valid_replies_keep_the_previous_model_and_say_so() -> None:
     cfg = _cfg(faults={"nan_prob": 1.0}, rounds=3)
-    result = run_experiment(cfg)
+    with pytest.raises(RunFailedError, match="none aggregated.*NaN or Inf") as failure:
+        run_experiment(cfg)  # nothing was learnt: an error, with the rows kept
+    result = failure.value.run
     assert [r["aggregated"] for r in result.rows[1:]] == [False, False, False]
     assert all(r["num_rejected"] == 5 for r in result.rows[1:])
     from fl import client

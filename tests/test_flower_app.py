@@ -11,8 +11,10 @@ import pytest
 import torch
 from flwr.common.config import flatten_dict
 
-from fl.config import ExperimentConfig, load_dict
-from fl.engines import (
+from fl.experiment import run_experiment
+from fl.experiment.config import ExperimentConfig, load_dict
+from fl.experiment.results import read_csv
+from fl.flower.engines import (
     APP_DIR,
     FlowerRunError,
     flwr_run,
@@ -20,8 +22,6 @@ from fl.engines import (
     run_config_toml,
     run_on_flower,
 )
-from fl.experiment import run_experiment
-from fl.results import read_csv
 
 
 def _cfg(strategy: str, **over: object) -> ExperimentConfig:
@@ -52,7 +52,10 @@ def _processes_mentioning(text: str) -> list[str]:
 def test_pyproject_app_config_has_every_schema_key_and_loads() -> None:
     project = tomllib.loads((APP_DIR / "pyproject.toml").read_text())
     app = project["tool"]["flwr"]["app"]
-    assert app["components"] == {"serverapp": "fl.app:serverapp", "clientapp": "fl.app:clientapp"}
+    assert app["components"] == {
+        "serverapp": "fl.flower.app:serverapp",
+        "clientapp": "fl.flower.app:clientapp",
+    }
     flat = flatten_dict(app["config"])
     assert set(flat) == set(ExperimentConfig().to_flower_run_config())  # overrides need the keys
     cfg = ExperimentConfig.from_run_config(flat)

@@ -11,7 +11,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 from flwr.serverapp.strategy import FedAvg
 
-from fl.rounds import LoopSettings, run_rounds
+from fl.loops.synchronous import LoopSettings, run_rounds
 from fl.sim.availability import AlwaysOn, OnOff
 from fl.sim.devices import DeviceProfile, PopulationConfig, make_population
 from fl.sim.grid import VirtualGrid

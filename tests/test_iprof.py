@@ -8,9 +8,9 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from fl.config import load_dict
 from fl.data import DataConfig, load_federated
 from fl.experiment import run_experiment
+from fl.experiment.config import load_dict
 from fl.profiling.iprof import IProf, Observation
 from fl.sim.devices import PopulationConfig, make_population
 

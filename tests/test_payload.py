@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flwr.app import Array
 
-from fl.payload import decode, npy_header
+from fl.protocol.payload import decode, npy_header
 
 ARRAYS = [
     np.arange(12, dtype=np.float32).reshape(3, 4),

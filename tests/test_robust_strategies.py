@@ -11,10 +11,10 @@ from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordD
 from flwr.clientapp import ClientApp
 from flwr.serverapp.strategy import FedAvg
 
-from fl.config import load_dict
 from fl.experiment import run_experiment
+from fl.experiment.config import load_dict
+from fl.loops.synchronous import LoopSettings, run_rounds
 from fl.robust.geomedian import geometric_median
-from fl.rounds import LoopSettings, run_rounds
 from fl.sim.attacks import AttackConfig, ByzantineClientApp, alie, alie_z
 from fl.sim.devices import DeviceProfile
 from fl.sim.grid import VirtualGrid

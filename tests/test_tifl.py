@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fl import client
-from fl.config import ExperimentConfig, load_dict
 from fl.experiment import run_experiment
+from fl.experiment.config import ExperimentConfig, load_dict
 from fl.models import train_flops_per_example
 from fl.profiling.latency import LatencyProfile
 from fl.schema import ConfigError

@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from fl.protocol import keys
+
 
 @dataclass(frozen=True)
 class Observation:
@@ -238,8 +240,8 @@ class IProf:
     ) -> dict[str, Any]:
         """Per-request overrides: this node's batch size and the steps per request."""
         return {
-            "batch-size": self.batch_size(node_id, features),
-            "local-steps": self.local_steps,
+            keys.BATCH_SIZE: self.batch_size(node_id, features),
+            keys.LOCAL_STEPS: self.local_steps,
         }
 
     def observe(
@@ -250,7 +252,7 @@ class IProf:
         metrics: Mapping[str, float],
     ) -> None:
         """Learn from a reply's `compute-s` and `examples-processed`."""
-        if features is None or "compute-s" not in metrics:
+        if features is None or keys.COMPUTE_S not in metrics:
             return
-        examples = int(metrics.get("examples-processed", 0))
-        self.update(node_id, features, examples, float(metrics["compute-s"]))
+        examples = int(metrics.get(keys.EXAMPLES_PROCESSED, 0))
+        self.update(node_id, features, examples, float(metrics[keys.COMPUTE_S]))

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
+from fl.protocol import keys
+
 _FAULT_STREAM = 0xFA17
 
 
@@ -106,9 +108,9 @@ class FaultyClientApp:
             elif isinstance(rec, MetricRecord) and fault == "bad_metrics":
                 metrics = dict(rec)
                 if self.node % 2:
-                    metrics.pop("num-examples", None)
+                    metrics.pop(keys.NUM_EXAMPLES, None)
                 else:
-                    metrics["num-examples"] = -1
+                    metrics[keys.NUM_EXAMPLES] = -1
                 rec = MetricRecord(metrics)
             content[key] = rec
         return Message(content=content, reply_to=msg)

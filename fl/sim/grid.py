@@ -40,9 +40,10 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from fl.executors.base import ClientTask, Executor, SequentialExecutor
+from fl.protocol import keys
 from fl.sim.availability import next_time_online_count
 from fl.sim.devices import DeviceProfile
-from fl.sim.executor import ClientTask, Executor, SequentialExecutor
 from fl.sim.outcomes import (
     CLIENT_ERROR,
     DEADLINE,
@@ -56,14 +57,6 @@ from fl.sim.outcomes import (
     Exchange,
     MessageOutcome,
 )
-
-WORK_FLOPS_KEY = "work-flops"
-"""Metric a ClientApp reports: floating-point operations its task performed (time model)."""
-
-COMPUTE_S_KEY = "compute-s"
-"""Metric a ClientApp reports: seconds its computation took on the device. The virtual grid
-replaces the host's measurement with the device's virtual compute time (what the simulated
-device's own stopwatch would read), so profilers such as I-Prof see the simulated device."""
 
 FIRST_NODE_ID = 1001  # node ids must differ from SUPERLINK_NODE_ID (1)
 
@@ -108,7 +101,7 @@ def reported_work(reply: Message, fallback_flops_per_example: float) -> float:
     """
     if reply.has_error():
         return 0.0
-    for key, scale in ((WORK_FLOPS_KEY, 1.0), ("num-examples", fallback_flops_per_example)):
+    for key, scale in ((keys.WORK_FLOPS, 1.0), (keys.NUM_EXAMPLES, fallback_flops_per_example)):
         for rec in reply.content.metric_records.values():
             if key in rec:
                 value = rec[key]
@@ -254,8 +247,8 @@ class VirtualGrid(Grid):
                 run_id=self._run.run_id,
                 node_id=node_id,
                 node_config={
-                    "partition-id": idx,
-                    "num-partitions": self.num_nodes,
+                    keys.PARTITION_ID: idx,
+                    keys.NUM_PARTITIONS: self.num_nodes,
                     **{f"device.{k}": v for k, v in self.devices[idx].features.items()},
                 },
                 state=RecordDict(),
@@ -447,8 +440,8 @@ class VirtualGrid(Grid):
         outcome.download_s, outcome.compute_s, outcome.upload_s = download_s, compute_s, upload_s
         if not reply.has_error():
             for rec in reply.content.metric_records.values():
-                if COMPUTE_S_KEY in rec:
-                    rec[COMPUTE_S_KEY] = compute_s
+                if keys.COMPUTE_S in rec:
+                    rec[keys.COMPUTE_S] = compute_s
         outcome.down_bytes, outcome.up_bytes, outcome.work_flops = down, up, work
         finish = sent_at + download_s + compute_s + upload_s
         msg.metadata.created_at = sent_at

@@ -13,8 +13,8 @@ version the node was sent; after one local SGD step this is −lr × the mini-ba
 clients send, and after several steps the summed steps (FLeet sums its E step-gradients). The reply
 also carries `label-counts` (labels of the examples the node trained on) and `work-flops`.
 
-The strategy is a Flower `Strategy`: `start(grid=...)` runs the push/pull loop of
-`fl.async_rounds.run_async` on any Flower Grid (the virtual grid, or Flower's own engines), with
+The strategy is a Flower `Strategy`: `start(grid=...)` runs the push/pull pump of
+`fl.strategies.async_driver` on any Flower Grid (the virtual grid, or Flower's own engines), with
 `num_rounds` counting model updates. `configure_train` hands work to idle nodes and
 `aggregate_train` takes replies, so a custom loop can drive it too.
 """
@@ -29,15 +29,16 @@ from typing import Any
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
+from fl.protocol import keys
+from fl.protocol.replies import reply_problem
+from fl.strategies.async_driver import AsyncSettings, PumpState, pump
 from fl.strategies.flatten import Layout, flatten, layout_of, unflatten
-from fl.strategies.validation import reply_problem
 
 WEIGHTINGS = ("uniform", "examples")
-LABEL_COUNTS_KEY = "label-counts"
-VERSION_KEY = "model-version"
 
 
 @dataclass
@@ -202,8 +203,8 @@ class AsyncStrategy(Strategy):
         """A train message for `node_id` carrying the current model and version."""
         assert self.arrays is not None, "initialize() first"
         cfg = dict(config)
-        cfg["server-round"] = self.version + 1
-        cfg[VERSION_KEY] = self.version
+        cfg[keys.SERVER_ROUND] = self.version + 1
+        cfg[keys.MODEL_VERSION] = self.version
         if self.profiler is not None:
             cfg.update(self.profiler.request(node_id, self.features.get(node_id), cfg))
         self.tasks[node_id] = Task(node_id, self.version, self.arrays, now, cfg)
@@ -227,10 +228,10 @@ class AsyncStrategy(Strategy):
         counts = None
         if problem is None:
             metrics = next(iter(reply.content.metric_records.values()))
-            counts, problem = _label_counts(metrics.get(LABEL_COUNTS_KEY))
+            counts, problem = _label_counts(metrics.get(keys.LABEL_COUNTS))
             if counts is not None and self.num_labels and len(counts) != self.num_labels:
                 problem = (
-                    f"{LABEL_COUNTS_KEY} has {len(counts)} classes, earlier replies "
+                    f"{keys.LABEL_COUNTS} has {len(counts)} classes, earlier replies "
                     f"{self.num_labels}"
                 )
         if problem is not None:
@@ -253,7 +254,7 @@ class AsyncStrategy(Strategy):
                 staleness=self.version - task.version,
                 model=model,
                 delta=delta,
-                num_examples=float(scalars.get("num-examples", 1.0)),
+                num_examples=float(scalars.get(keys.NUM_EXAMPLES, 1.0)),
                 label_counts=counts,
                 metrics=scalars,
                 reply=reply,
@@ -343,7 +344,7 @@ class AsyncStrategy(Strategy):
             self.receive(int(reply.metadata.src_node_id), reply)
         if self.version == before:
             return None, None
-        return self.arrays, MetricRecord({"model-version": self.version})
+        return self.arrays, MetricRecord({keys.MODEL_VERSION: self.version})
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -359,8 +360,6 @@ class AsyncStrategy(Strategy):
 
     def summary(self) -> None:
         """Log the configuration (Flower calls this at start)."""
-        from flwr.common.logger import log
-
         log(20, "\t%s: %s", type(self).__name__, self.describe())
 
     def describe(self) -> dict[str, Any]:
@@ -383,45 +382,54 @@ class AsyncStrategy(Strategy):
         evaluate_config: ConfigRecord | None = None,
         evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
     ) -> Result:
-        """Run the asynchronous loop on `grid` until `num_rounds` model updates.
+        """Run the asynchronous pump on `grid` until `num_rounds` model updates.
 
         Same signature as Flower's `Strategy.start`, so a ServerApp runs an asynchronous
         strategy exactly like a synchronous one; `timeout` is each task's TTL, `evaluate_fn` is
         called after every model update (as Flower calls it after every round). Client metrics
         are not aggregated (`train_metrics_clientapp` stays empty) and `evaluate_config` is
-        unused: asynchronous strategies do no federated evaluation.
+        unused: asynchronous strategies do no federated evaluation. A run in which no update
+        was applied logs an error saying why.
         """
-        from fl.async_rounds import AsyncSettings, run_async
-
         self.summary()
-        result = run_async(
-            self,
-            grid,
-            initial_arrays,
-            AsyncSettings(
-                max_updates=num_rounds,
-                timeout=timeout,
-                eval_every=1,
-                train_config=train_config or ConfigRecord(),
-            ),
-            central_eval=_wrap_eval(evaluate_fn) if evaluate_fn else None,
+        out = Result(arrays=initial_arrays)
+        if evaluate_fn is not None:
+            rec = evaluate_fn(0, initial_arrays)
+            if rec is not None:
+                out.evaluate_metrics_serverapp[0] = rec
+        settings = AsyncSettings(
+            max_updates=num_rounds,
+            timeout=timeout,
+            eval_every=1,
+            train_config=train_config or ConfigRecord(),
         )
-        out = Result(arrays=result.arrays)
-        for row in result.rows:
-            acc = {k[len("central_") :]: v for k, v in row.items() if k.startswith("central_")}
-            if acc:
-                out.evaluate_metrics_serverapp[int(row["round"])] = MetricRecord(acc)
+        stop = pump(self, grid, initial_arrays, settings, _StartHooks(self, out, evaluate_fn))
+        assert self.arrays is not None
+        out.arrays = self.arrays
+        if self.version == 0:
+            log(40, "%s: no model update was applied (%s)", type(self).__name__, stop)
         return out
 
 
-def _wrap_eval(
-    fn: Callable[[int, ArrayRecord], MetricRecord | None],
-) -> Callable[[int, ArrayRecord], dict[str, float] | None]:
-    def inner(rnd: int, arrays: ArrayRecord) -> dict[str, float] | None:
-        rec = fn(rnd, arrays)
-        return None if rec is None else {k: float(v) for k, v in rec.items()}  # type: ignore[arg-type]
+@dataclass
+class _StartHooks:
+    """The pump's hooks under `start`: evaluate after every model update, as Flower does."""
 
-    return inner
+    strategy: AsyncStrategy
+    result: Result
+    evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None
+
+    def on_update(
+        self, info: dict[str, Any], failed: dict[int, str], rejected: list[tuple[int, str]]
+    ) -> None:
+        if self.evaluate_fn is not None and self.strategy.arrays is not None:
+            v = int(info["round"])
+            rec = self.evaluate_fn(v, self.strategy.arrays)
+            if rec is not None:
+                self.result.evaluate_metrics_serverapp[v] = rec
+
+    def after_instant(self, state: PumpState) -> None:
+        return None
 
 
 def _label_counts(value: Any) -> tuple[np.ndarray | None, str | None]:
@@ -432,16 +440,7 @@ def _label_counts(value: Any) -> tuple[np.ndarray | None, str | None]:
     try:
         arr = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
-        return None, f"{LABEL_COUNTS_KEY} = {value!r} is not a list of numbers"
+        return None, f"{keys.LABEL_COUNTS} = {value!r} is not a list of numbers"
     if arr.ndim != 1 or not np.isfinite(arr).all() or (arr < 0).any():
-        return None, f"{LABEL_COUNTS_KEY} must be finite counts ≥ 0, got {value!r}"
+        return None, f"{keys.LABEL_COUNTS} must be finite counts ≥ 0, got {value!r}"
     return arr, None
-
-
-def as_features(record: Mapping[str, Any]) -> dict[str, float]:
-    """`device.<name>` metrics of a query reply as a feature dict."""
-    return {
-        k.split(".", 1)[1]: float(v)
-        for k, v in record.items()
-        if k.startswith("device.") and isinstance(v, int | float)
-    }

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
 
-from fl.payload import decode
+from fl.protocol.payload import decode
 
 
 @dataclass(frozen=True)

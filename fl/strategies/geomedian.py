@@ -27,10 +27,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from fl.protocol.replies import split_replies
 from fl.robust.bgmd import block_geometric_median
 from fl.robust.geomedian import geometric_median
 from fl.strategies.flatten import Layout, flatten, layout_of, unflatten
-from fl.strategies.validation import split_replies
 
 GM_METHODS = ("weiszfeld", "vardi")
 

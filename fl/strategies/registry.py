@@ -29,6 +29,7 @@ from flwr.serverapp.strategy import (
 
 from fl.schema import ConfigError
 from fl.strategies.adasgd import AdaSGD, AsyncSGD, DynSGD
+from fl.strategies.aggregation import AGGREGATORS
 from fl.strategies.asynchronous import AsyncStrategy
 from fl.strategies.fedasync import FedAsync
 from fl.strategies.fedbuff import FedBuff
@@ -124,7 +125,14 @@ def check_strategy(name: str, options: Mapping[str, Any]) -> None:
             f"strategy.name = {name!r} is unknown; known strategies: {', '.join(STRATEGIES)}"
         )
     params = _parameters(name)
-    if "aggregator" in options:
+    if "aggregator" in options and name in ASYNC_STRATEGIES:
+        agg = options["aggregator"]
+        if not isinstance(agg, str) or agg not in AGGREGATORS:
+            raise ConfigError(
+                f"strategy.options.aggregator = {agg!r} is invalid: must be one of "
+                f"{', '.join(AGGREGATORS)} (a rule over the buffered deltas)"
+            )
+    elif "aggregator" in options:
         agg = options["aggregator"]
         if not isinstance(agg, str) or agg not in PLUGGABLE_AGGREGATORS:
             raise ConfigError(
@@ -174,7 +182,7 @@ def build_strategy(
     check_strategy(name, options)
     params = _parameters(name)
     kwargs = dict(options)
-    if "aggregator" in kwargs:
+    if "aggregator" in kwargs and name not in ASYNC_STRATEGIES:  # async: a rule name
         agg_name = kwargs.pop("aggregator")
         kwargs["aggregator"] = build_strategy(
             agg_name, kwargs.pop("aggregator_options", {}), num_nodes=num_nodes, seed=seed

@@ -17,7 +17,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fl.strategies.asynchronous import as_features
+from fl.strategies.async_driver import as_features
 
 
 class WithProfiler(Strategy):

@@ -40,6 +40,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
 
 from fl.profiling.latency import LatencyProfile, reply_latencies
+from fl.protocol import keys
 from fl.strategies.tiers import (
     RANK_FORMULAS,
     STATIC_POLICIES,
@@ -92,7 +93,7 @@ class TiFL(FedAvg):
         interval: int = 10,
         rank_formula: str = "paper",
         require_no_improvement: bool = True,
-        accuracy_key: str = "eval_acc",
+        accuracy_key: str = keys.EVAL_ACC,
         aggregator: Strategy | None = None,
         seed: int = 0,
         **fedavg_kwargs: Any,
@@ -181,8 +182,8 @@ class TiFL(FedAvg):
         for r in range(self.profiling_rounds):
             nodes = sorted(grid.get_node_ids())
             cfg = ConfigRecord(dict(config))
-            cfg["server-round"] = 0
-            cfg["profiling-round"] = r + 1
+            cfg[keys.SERVER_ROUND] = 0
+            cfg[keys.PROFILING_ROUND] = r + 1
             record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: cfg})
             msgs = [
                 Message(record, n, MessageType.TRAIN, group_id=f"profiling-{r + 1}") for n in nodes
@@ -242,7 +243,7 @@ class TiFL(FedAvg):
             "credits_left": " ".join("inf" if math.isinf(c) else str(int(c)) for c in self.credits),
             "profiling_time": self.profiling_time,
         }
-        config["server-round"] = server_round
+        config[keys.SERVER_ROUND] = server_round
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         self._sent = list(self._construct_messages(record, chosen, MessageType.TRAIN))
         set_reference = getattr(self.aggregator, "set_reference", None)
@@ -288,7 +289,7 @@ class TiFL(FedAvg):
             return super().configure_evaluate(server_round, arrays, config, grid)
         online = set(grid.get_node_ids())
         nodes = sorted(n for n in self.node_tier() if n in online)
-        config["server-round"] = server_round
+        config[keys.SERVER_ROUND] = server_round
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return self._construct_messages(record, nodes, MessageType.EVALUATE)
 

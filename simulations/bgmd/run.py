@@ -21,7 +21,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from fl.sweep import run_jobs, write_report, write_summary
+from fl.experiment.sweep import run_jobs, write_report, write_summary
 
 HERE = Path(__file__).parent
 ATTACKS = {
@@ -78,7 +78,7 @@ def run_one(job: tuple[str, str, int, list[str], str]) -> dict[str, Any]:
     """Run one (attack, aggregator, seed) and return its row."""
     import torch
 
-    from fl.config import load_config
+    from fl.experiment.config import load_config
     from fl.experiment import run_experiment
 
     torch.set_num_threads(1)

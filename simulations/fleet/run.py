@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from fl.sweep import run_jobs, write_report, write_summary
+from fl.experiment.sweep import run_jobs, write_report, write_summary
 
 HERE = Path(__file__).parent
 STRATEGIES_A = ["adasgd", "dynsgd", "asyncsgd", "fedasync", "fedbuff", "fedavg"]
@@ -55,9 +55,9 @@ def run_one(job: tuple[str, str, int, list[str], str]) -> dict[str, Any]:
     """One (config, strategy, seed) run; returns its summary row."""
     import torch
 
-    from fl.config import load_config
+    from fl.experiment.config import load_config
     from fl.experiment import run_experiment
-    from fl.rounds import first_time_reaching
+    from fl.loops.common import first_time_reaching
 
     torch.set_num_threads(1)
     config, strategy, seed, overrides, out = job
@@ -198,7 +198,7 @@ def plot_ab(run_root: Path, strategies: list[str], seed: int, path: Path, title:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fl.results import read_csv
+    from fl.experiment.results import read_csv
 
     series = []
     for s in strategies:

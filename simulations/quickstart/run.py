@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fl.config import load_config
+from fl.experiment.config import load_config
 from fl.experiment import run_experiment
-from fl.plots import plot_runs
-from fl.results import summary
+from fl.experiment.plots import plot_runs
+from fl.experiment.results import summary
 
 HERE = Path(__file__).parent
 RUNS = {

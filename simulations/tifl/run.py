@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fl.sweep import run_jobs, write_report, write_summary
+from fl.experiment.sweep import run_jobs, write_report, write_summary
 
 HERE = Path(__file__).parent
 SETTINGS = {
@@ -50,9 +50,9 @@ def run_one(job: tuple[str, str, list[str], str]) -> dict[str, Any]:
     """Run one (setting, policy) and return its summary row."""
     import torch
 
-    from fl.config import load_config
+    from fl.experiment.config import load_config
     from fl.experiment import run_experiment
-    from fl.results import summary
+    from fl.experiment.results import summary
 
     torch.set_num_threads(1)
     setting, policy, overrides, out = job
@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
     ]
     rows = run_jobs(run_one, jobs, args.workers)
     write_summary(out, rows)
-    from fl.config import load_config
-    from fl.plots import plot_runs
+    from fl.experiment.config import load_config
+    from fl.experiment.plots import plot_runs
 
     target = load_config(HERE / "tifl.toml").evaluation.target_accuracy
     md = table(rows, target)

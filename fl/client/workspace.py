@@ -1,14 +1,10 @@
-"""The Flower ClientApp every simulated (or real) node runs: local training and evaluation.
+"""A node's working state: the experiment's data, one long-lived model, its training tasks.
 
-The node finds its data from `context.node_config["partition-id"]` and the experiment from
-`context.run_config` (the flat form of `ExperimentConfig`), exactly as a ClientApp on Flower's
-own engines does. Per-request hyper-parameters in the message's config (`lr`,
-`local-epochs`, `local-steps`, `batch-size`, `proximal-mu`, ...) override the config's
-`[train]` section, so a strategy can tune them per node (FedProx's mu, I-Prof's batch size).
-
-Replies carry `num-examples` (the node's training-set size, FedAvg's weight), the training
-loss, `examples-processed` and `work-flops` (examples × training FLOPs per example), which the
-virtual grid divides by the device's speed to get compute time.
+One `Workspace` per experiment per process serves every node the process runs (the virtual
+grid's nodes, a process-pool worker's, a SuperNode's): data loaded and partitioned once, one model
+whose parameters are loaded per task, FLOP costs counted once. `prepare_train` / `finish_train`
+are the two halves of a training task, so the batched executor can train many prepared tasks
+together and reply exactly as the ClientApp does.
 """
 
 from __future__ import annotations
@@ -21,9 +17,10 @@ from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
-from flwr.clientapp import ClientApp
 
-from fl.config import RUN_ONLY_KEYS, ExperimentConfig
+from fl.client.config import CLIENT_KEYS, ClientConfig
+from fl.client.poisoning import corrupt_data, data_attack_from_config
+from fl.client.training import LocalTraining, TrainStats, derive_seed, train_local
 from fl.data import DataConfig, FederatedData, load_federated
 from fl.models import (
     ModelConfig,
@@ -31,30 +28,7 @@ from fl.models import (
     forward_flops_per_example,
     train_flops_per_example,
 )
-from fl.payload import decode
-from fl.sim.attacks import corrupt_data, data_attack_from_config
-from fl.sim.grid import COMPUTE_S_KEY
-from fl.strategies.asynchronous import LABEL_COUNTS_KEY
-from fl.training import LocalTraining, TrainStats, derive_seed, evaluate, train_local
-
-
-class _ProjectClientApp(ClientApp):
-    """This module's ClientApp. It pickles as a reference to `app` (checkpoints, worker
-    processes), so a restored grid still runs — and the executors still recognise — `app`.
-    It only reads the messages it is given (`reads_only`): the virtual grid may hand every
-    node the same content instead of a private copy."""
-
-    reads_only = True
-
-    def __reduce__(self) -> tuple[Any, tuple[()]]:
-        return _project_app, ()
-
-
-def _project_app() -> ClientApp:
-    return app
-
-
-app = _ProjectClientApp()
+from fl.protocol import decode, keys
 
 
 @lru_cache(maxsize=4)
@@ -67,7 +41,7 @@ def federated_data(data: DataConfig, num_nodes: int, seed: int) -> FederatedData
 class Workspace:
     """Per-process state shared by all nodes: data, one long-lived model, FLOP costs."""
 
-    config: ExperimentConfig
+    config: ClientConfig
     data: FederatedData
     model: torch.nn.Module
     train_flops: float  # per example
@@ -92,7 +66,7 @@ class Workspace:
         return state
 
 
-def make_workspace(cfg: ExperimentConfig) -> Workspace:
+def make_workspace(cfg: ClientConfig) -> Workspace:
     """Build the data and one model instance for `cfg` (parameters are loaded per task)."""
     data = federated_data(cfg.data, cfg.num_nodes, cfg.seed)
     model = _model(cfg.model, data, cfg.seed)
@@ -113,38 +87,45 @@ def _model(model_cfg: ModelConfig, data: FederatedData, seed: int) -> torch.nn.M
 _WORKSPACES: dict[tuple[tuple[str, Any], ...], Workspace] = {}
 
 
-def workspace(run_config: Mapping[str, Any]) -> Workspace:
-    """The cached workspace for this run_config (one per experiment per process)."""
-    key = tuple(sorted((k, v) for k, v in run_config.items() if k not in RUN_ONLY_KEYS))
+def workspace_key(run_config: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The part of a run_config a workspace depends on (data, model, training, seed, nodes)."""
+    return tuple(sorted((k, v) for k, v in run_config.items() if k.split(".")[0] in CLIENT_KEYS))
+
+
+def workspace(run_config: Mapping[str, Any], cfg: ClientConfig | None = None) -> Workspace:
+    """The cached workspace for this run_config (one per experiment per process), built from
+    `cfg` when given (an experiment in this process) or parsed from the run_config (a node on
+    Flower's engines, a spawned worker)."""
+    key = workspace_key(run_config)
     ws = _WORKSPACES.get(key)
     if ws is None:
         if len(_WORKSPACES) >= 4:
             _WORKSPACES.clear()
-        ws = make_workspace(ExperimentConfig.from_run_config(run_config))
+        ws = make_workspace(cfg if cfg is not None else ClientConfig.from_run_config(run_config))
         _WORKSPACES[key] = ws
     return ws
 
 
-def local_training(cfg: ExperimentConfig, request: ConfigRecord | None) -> LocalTraining:
+def local_training(cfg: ClientConfig, request: ConfigRecord | None) -> LocalTraining:
     """Local hyper-parameters: the config's [train] section, overridden by the request."""
     r: Mapping[str, Any] = request or {}
     t = cfg.train
     return LocalTraining(
-        epochs=int(r.get("local-epochs", t.epochs)),
-        steps=int(r.get("local-steps", t.steps)),
-        batch_size=int(r.get("batch-size", t.batch_size)),
-        lr=float(r.get("lr", t.lr)),
-        momentum=float(r.get("momentum", t.momentum)),
-        weight_decay=float(r.get("weight-decay", t.weight_decay)),
-        proximal_mu=float(r.get("proximal-mu", 0.0)),
+        epochs=int(r.get(keys.LOCAL_EPOCHS, t.epochs)),
+        steps=int(r.get(keys.LOCAL_STEPS, t.steps)),
+        batch_size=int(r.get(keys.BATCH_SIZE, t.batch_size)),
+        lr=float(r.get(keys.LR, t.lr)),
+        momentum=float(r.get(keys.MOMENTUM, t.momentum)),
+        weight_decay=float(r.get(keys.WEIGHT_DECAY, t.weight_decay)),
+        proximal_mu=float(r.get(keys.PROXIMAL_MU, 0.0)),
     )
 
 
 def _partition(context: Context, ws: Workspace) -> int:
     """This node's partition index, checked against the experiment's number of nodes (on
     Flower's engines the federation's node count and `num_nodes` must agree)."""
-    pid = int(context.node_config["partition-id"])  # type: ignore[arg-type]
-    parts = context.node_config.get("num-partitions")
+    pid = int(context.node_config[keys.PARTITION_ID])  # type: ignore[arg-type]
+    parts = context.node_config.get(keys.NUM_PARTITIONS)
     n = ws.config.num_nodes
     if (parts is not None and int(parts) != n) or not 0 <= pid < n:  # type: ignore[arg-type]
         raise ValueError(
@@ -188,7 +169,9 @@ def prepare_train(msg: Message, context: Context) -> TrainTask:
     hp = local_training(ws.config, request)
     x_tr, y_tr, _, _ = ws.data.node(pid)
     start = ws.decode(next(iter(msg.content.array_records.values())))
-    server_round = int(request["server-round"]) if request and "server-round" in request else 0  # type: ignore[arg-type]
+    server_round = (
+        int(request[keys.SERVER_ROUND]) if request and keys.SERVER_ROUND in request else 0
+    )  # type: ignore[arg-type]
     seed = derive_seed(ws.config.seed, pid, server_round, _next_call(context))
     attack = data_attack_from_config(request or {})
     if attack is not None:  # a Byzantine wrapper asked this node to poison its own data
@@ -206,16 +189,16 @@ def train_reply(
     """The reply to a train message: the trained model and what the training did."""
     metrics = MetricRecord(
         {
-            "train_loss": stats.loss,
-            "num-examples": len(task.y),
-            "examples-processed": stats.examples,
-            "work-flops": stats.examples * task.ws.train_flops,
+            keys.TRAIN_LOSS: stats.loss,
+            keys.NUM_EXAMPLES: len(task.y),
+            keys.EXAMPLES_PROCESSED: stats.examples,
+            keys.WORK_FLOPS: stats.examples * task.ws.train_flops,
             # Measured on the device; the virtual grid replaces it with the virtual time.
-            COMPUTE_S_KEY: compute_s,
+            keys.COMPUTE_S: compute_s,
         }
     )
     if stats.label_counts:
-        metrics[LABEL_COUNTS_KEY] = stats.label_counts
+        metrics[keys.LABEL_COUNTS] = stats.label_counts
     content = RecordDict({"arrays": ArrayRecord(dict(state)), "metrics": metrics})
     return Message(content=content, reply_to=msg)
 
@@ -230,45 +213,12 @@ def finish_train(msg: Message, task: TrainTask) -> Message:
     return train_reply(msg, task, stats, model.state_dict(), compute_s)
 
 
-@app.train()
-def train(msg: Message, context: Context) -> Message:
-    """Load the sent model, train on this node's partition, reply with the new model."""
-    return finish_train(msg, prepare_train(msg, context))
-
-
 def label_classes(ws: Workspace) -> int:
     """Classes to count labels over (0 for next-character models: no label vector)."""
     return 0 if ws.data.vocab_size else int(ws.data.num_classes)
 
 
-@app.query()
-def device_features(msg: Message, context: Context) -> Message:
-    """Reply with what this device says about itself (`device.<name>` entries of its node
-    config): the features a profiler such as I-Prof predicts speed from."""
-    feats: dict[str, int | float | list[int] | list[float]] = {
-        k: float(v)
-        for k, v in context.node_config.items()
-        if k.startswith("device.") and isinstance(v, int | float) and not isinstance(v, bool)
-    }
-    return Message(content=RecordDict({"features": MetricRecord(feats)}), reply_to=msg)
-
-
-@app.evaluate()
-def evaluate_local(msg: Message, context: Context) -> Message:
-    """Evaluate the sent model on this node's local test split (train split if it has none)."""
-    ws = workspace(context.run_config)
-    pid = _partition(context, ws)
-    x_tr, y_tr, x_te, y_te = ws.data.node(pid)
-    if len(y_te) == 0:
-        x_te, y_te = x_tr, y_tr
-    ws.model.load_state_dict(ws.decode(next(iter(msg.content.array_records.values()))))
-    loss, acc = evaluate(ws.model, x_te, y_te)
-    metrics = MetricRecord(
-        {
-            "eval_loss": loss,
-            "eval_acc": acc,
-            "num-examples": len(y_te),
-            "work-flops": len(y_te) * ws.eval_flops,
-        }
-    )
-    return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
+def clear_workspaces() -> None:
+    """Forget every cached workspace and dataset (a benchmark that times loading calls this)."""
+    federated_data.cache_clear()
+    _WORKSPACES.clear()

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fl.client.config import TrainConfig
 from fl.data import DATASETS, PARTITIONS, DataConfig
+from fl.executors.base import EXECUTORS
 from fl.models import MODELS, ModelConfig
 from fl.schema import (
     ConfigError,
@@ -29,33 +31,8 @@ from fl.schema import (
 )
 from fl.sim.attacks import AttackConfig
 from fl.sim.devices import POPULATIONS, PopulationConfig
-from fl.sim.executor import EXECUTORS
 from fl.sim.faults import FaultConfig
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Local training on each node (sent to clients in every train message)."""
-
-    epochs: int = 1  # local epochs (ignored when steps > 0)
-    steps: int = 0  # if > 0: exactly this many mini-batch steps per round instead of epochs
-    batch_size: int = 16
-    lr: float = 0.1
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-
-    def __post_init__(self) -> None:
-        _check(self.epochs >= 1, "train.epochs", self.epochs, "≥ 1")
-        _check(self.steps >= 0, "train.steps", self.steps, "≥ 0")
-        _check(self.batch_size >= 1, "train.batch_size", self.batch_size, "≥ 1")
-        _check(self.lr > 0 and math.isfinite(self.lr), "train.lr", self.lr, "> 0")
-        _check(0 <= self.momentum < 1, "train.momentum", self.momentum, "in [0, 1)")
-        _check(
-            0 <= self.weight_decay < math.inf,
-            "train.weight_decay",
-            self.weight_decay,
-            "a finite number ≥ 0",
-        )
+from fl.strategies.registry import ASYNC_STRATEGIES, build_strategy
 
 
 @dataclass(frozen=True)
@@ -197,8 +174,6 @@ class ExperimentConfig:
             self.strategy.clients_per_round,
             f"≤ num_nodes ({self.num_nodes})",
         )
-        from fl.strategies.registry import build_strategy
-
         # Constructing a strategy is cheap: doing it here makes every option error a load error.
         build_strategy(
             self.strategy.name,
@@ -208,6 +183,11 @@ class ExperimentConfig:
             num_rounds=self.rounds,
             seed=self.seed,
         )
+
+    @property
+    def asynchronous(self) -> bool:
+        """Whether the strategy is asynchronous (then `rounds` counts model updates)."""
+        return self.strategy.name in ASYNC_STRATEGIES
 
     # ------------------------------------------------------------- conversion
     def to_dict(self) -> dict[str, Any]:

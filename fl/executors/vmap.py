@@ -4,7 +4,7 @@ Every client of a round trains its own copy of the same architecture, so its min
 can run as one `torch.func.vmap` over stacked parameters (`functional_call` + `grad`): a step
 of C clients costs a few batched kernels instead of C small ones plus C × Python overhead.
 
-It reproduces `fl.training.train_local` task by task, to float tolerance (summation order
+It reproduces `fl.client.training.train_local` task by task, to float tolerance (summation order
 differs): the same seeded batch schedule (`batch_schedule` with the task's own generator), the
 same loss (mean cross-entropy of the batch, plus FedProx's term), and torch's SGD update
 (weight decay, then momentum with the buffer initialised to the first step's direction).
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from fl.training import LocalTraining, TrainStats, batch_schedule
+from fl.client.training import LocalTraining, TrainStats, batch_schedule
 
 _PURE_MODULES = (
     nn.Linear,

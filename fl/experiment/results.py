@@ -17,16 +17,39 @@ import csv
 import json
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from flwr.app import ArrayRecord
+from flwr.serverapp import Grid
 
-from fl.rounds import first_time_reaching
+from fl.experiment.config import ExperimentConfig
+from fl.loops.common import first_time_reaching
 from fl.schema import to_toml
 
-if TYPE_CHECKING:
-    from fl.experiment import RunResult
+
+@dataclass
+class RunResult:
+    """What a run produced: rows of the round table, the final model, where it was written."""
+
+    config: ExperimentConfig
+    rows: list[dict[str, Any]]
+    arrays: ArrayRecord
+    grid: Grid  # a VirtualGrid, unless the run was on one of Flower's engines
+    stop_reason: str
+    wall_s: float
+    out_dir: Path | None
+
+    @property
+    def final_accuracy(self) -> float:
+        """Central test accuracy after the last evaluated round (nan if never evaluated)."""
+        for row in reversed(self.rows):
+            if "central_accuracy" in row:
+                return float(row["central_accuracy"])
+        return float("nan")
+
 
 MESSAGE_COLUMNS = [
     "message_id",
@@ -115,7 +138,7 @@ def summary(run: RunResult) -> dict[str, Any]:
 
 def write_results(run: RunResult) -> Path:
     """Write the run's folder (see module docstring) and return its path."""
-    from fl.plots import plot_runs
+    from fl.experiment.plots import plot_runs
 
     assert run.out_dir is not None
     out = run.out_dir

@@ -3,8 +3,8 @@
 The grid hands an executor every task of one `push_messages` call at once (a round's
 training messages, say), so an executor may run them in any order, together or in other
 processes — as long as each reply is what the node's ClientApp returns for that message and
-context. The sequential executor is the reference: the others (`fl.executors`, `fl.pool`)
-must give the same replies.
+context. The sequential executor is the reference: the batched and process executors must
+give the same replies.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from flwr.common.constant import ErrorCode
 ClientAppFn = Callable[[Message, Context], Message]
 
 EXECUTORS = ("auto", "sequential", "batched", "processes")
-"""Values of a config's `executor` (implemented in `fl.executors` and `fl.pool`)."""
+"""Values of a config's `executor`."""
 
 
 @dataclass

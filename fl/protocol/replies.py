@@ -15,11 +15,12 @@ from collections.abc import Iterable
 import numpy as np
 from flwr.app import ArrayRecord, Message
 
-from fl.payload import decode
+from fl.protocol import keys
+from fl.protocol.payload import decode
 
 
 def reply_problem(
-    reply: Message, reference: ArrayRecord | None, weighted_by_key: str = "num-examples"
+    reply: Message, reference: ArrayRecord | None, weighted_by_key: str = keys.NUM_EXAMPLES
 ) -> str | None:
     """Why `reply` must not be aggregated (None if it is fine). `reference` is the model the
     server sent; None skips the array checks (evaluate replies)."""
@@ -34,7 +35,7 @@ def reply_problem(
     n = metrics[0][weighted_by_key]
     if not isinstance(n, int | float) or not math.isfinite(float(n)) or float(n) < 0:
         return f"{weighted_by_key} = {n!r} is not a finite number ≥ 0"
-    work = metrics[0].get("work-flops")
+    work = metrics[0].get(keys.WORK_FLOPS)
     if work is not None and (
         not isinstance(work, int | float) or not math.isfinite(float(work)) or float(work) < 0
     ):
@@ -68,7 +69,9 @@ def reply_problem(
 
 
 def split_replies(
-    replies: Iterable[Message], reference: ArrayRecord | None, weighted_by_key: str = "num-examples"
+    replies: Iterable[Message],
+    reference: ArrayRecord | None,
+    weighted_by_key: str = keys.NUM_EXAMPLES,
 ) -> tuple[list[Message], dict[int, str]]:
     """(replies fit to aggregate, rejected node → reason); error replies are kept (they are
     failures the strategy counts).

@@ -25,7 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 from flwr.app import Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from fl.sim.executor import ClientTask, SequentialExecutor, run_client_app
+from fl.executors.base import ClientTask, SequentialExecutor, run_client_app
 
 
 def _new_pool(workers: int, torch_threads: int) -> ProcessPoolExecutor:

@@ -9,20 +9,19 @@ virtual and wall time), central evaluation every k rounds, and optional server t
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fl.checkpoint import LoopState
-from fl.strategies.validation import split_replies
-
-CentralEval = Callable[[int, ArrayRecord], dict[str, float] | None]
+from fl.loops.checkpoint import LoopState
+from fl.loops.common import CentralEval, LoopResult, Recorder, numeric
+from fl.protocol import keys
+from fl.protocol.replies import split_replies
 
 
 @dataclass
@@ -39,27 +38,8 @@ class LoopSettings:
     evaluate_config: ConfigRecord = field(default_factory=ConfigRecord)
 
 
-@dataclass
-class LoopResult:
-    """Final model and the per-round rows."""
-
-    arrays: ArrayRecord
-    rows: list[dict[str, Any]]
-    stop_reason: str
-
-
 def _ids(nodes: Iterable[int]) -> str:
     return " ".join(str(n) for n in sorted(nodes))
-
-
-def _metrics(rec: MetricRecord | None, prefix: str) -> dict[str, float]:
-    if rec is None:
-        return {}
-    out: dict[str, float] = {}
-    for k, v in rec.items():
-        if isinstance(v, int | float):
-            out[f"{prefix}{k}"] = float(v)
-    return out
 
 
 def _needed_nodes(strategy: Strategy, evaluate: bool = False) -> int:
@@ -67,14 +47,6 @@ def _needed_nodes(strategy: Strategy, evaluate: bool = False) -> int:
     then; on the virtual grid the loop waits in virtual time first)."""
     key = "min_evaluate_nodes" if evaluate else "min_train_nodes"
     return max(int(getattr(strategy, "min_available_nodes", 1)), int(getattr(strategy, key, 1)))
-
-
-def _clock(grid: Grid) -> Callable[[], float]:
-    """Virtual clock of a VirtualGrid, wall clock of a real grid."""
-    if hasattr(grid, "now"):
-        return lambda: float(grid.now)  # type: ignore[attr-defined]
-    t0 = time.time()
-    return lambda: time.time() - t0
 
 
 def run_rounds(
@@ -93,17 +65,21 @@ def run_rounds(
     `start` continues from a checkpoint's loop state; `checkpoint(state)` is called after every
     `checkpoint_every` rounds with the state to continue from.
     """
-    clock = _clock(grid)
-    wall0 = time.perf_counter() - (start.extra.get("wall_s", 0.0) if start else 0.0)
+    rec = Recorder.for_grid(
+        grid,
+        settings.num_rounds,
+        settings.eval_every,
+        central_eval,
+        on_round,
+        start,
+        checkpoint,
+        checkpoint_every,
+    )
+    clock = rec.clock
     arrays = start.arrays if start else initial_arrays
-    rows: list[dict[str, Any]] = list(start.rows) if start else []
     stop_reason = "rounds"
-    if central_eval is not None and start is None:
-        row0: dict[str, Any] = {"round": 0, "virtual_time": clock(), "wall_time": 0.0}
-        row0.update(_prefixed(central_eval(0, arrays), "central_"))
-        rows.append(row0)
-        if on_round:
-            on_round(row0)
+    if start is None:
+        rec.initial_row(arrays)
     for rnd in range(start.next_round if start else 1, settings.num_rounds + 1):
         if settings.time_budget and clock() >= settings.time_budget:
             stop_reason = "time budget"
@@ -119,7 +95,7 @@ def run_rounds(
         selected = [m.metadata.dst_node_id for m in messages]
         replies = list(grid.send_and_receive(messages, timeout=settings.timeout))
         train_end = clock()
-        weight_key = str(getattr(strategy, "weighted_by_key", "num-examples"))
+        weight_key = str(getattr(strategy, "weighted_by_key", keys.NUM_EXAMPLES))
         replies, rejected = split_replies(replies, arrays, weight_key)
         wall_agg = time.perf_counter()
         agg_arrays, agg_metrics = strategy.aggregate_train(rnd, replies)
@@ -140,7 +116,7 @@ def run_rounds(
         row.update(_exchange_columns(grid, replies, selected))
         row["num_rejected"] = len(rejected)
         row["rejected"] = "; ".join(f"{n}: {why}" for n, why in sorted(rejected.items()))
-        row.update(_metrics(agg_metrics, "train_"))
+        row.update(numeric(agg_metrics, "train_"))
         wants_eval = settings.federated_eval or getattr(strategy, "requires_evaluation", False)
         if wants_eval and (wait is None or wait(_needed_nodes(strategy, evaluate=True))):
             ev = list(strategy.configure_evaluate(rnd, arrays, settings.evaluate_config, grid))
@@ -148,30 +124,16 @@ def run_rounds(
                 grid.send_and_receive(ev, timeout=settings.timeout), None, weight_key
             )
             row["fed_num_rejected"] = len(ev_rejected)
-            row.update(_metrics(strategy.aggregate_evaluate(rnd, ev_replies), "fed_"))
-        if central_eval is not None and (
-            rnd % settings.eval_every == 0 or rnd == settings.num_rounds
-        ):
-            row.update(_prefixed(central_eval(rnd, arrays), "central_"))
+            row.update(numeric(strategy.aggregate_evaluate(rnd, ev_replies), "fed_"))
+        if rec.due(rnd):
+            rec.evaluate_into(row, rnd, arrays)
         row.update(getattr(strategy, "last_round_info", {}))
-        row["virtual_time"] = clock()
-        row["wall_time"] = time.perf_counter() - wall0
-        rows.append(row)
-        if on_round:
-            on_round(row)
-        if checkpoint is not None and checkpoint_every > 0 and rnd % checkpoint_every == 0:
-            wall = time.perf_counter() - wall0
-            checkpoint(LoopState(rnd + 1, rows, arrays, {"wall_s": wall}))
-    last = rows[-1] if rows else None
-    if central_eval is not None and last is not None and "central_accuracy" not in last:
-        last.update(
-            _prefixed(central_eval(int(last["round"]), arrays), "central_")
-        )  # stopped early
-    return LoopResult(arrays=arrays, rows=rows, stop_reason=stop_reason)
-
-
-def _prefixed(metrics: dict[str, float] | None, prefix: str) -> dict[str, float]:
-    return {f"{prefix}{k}": float(v) for k, v in (metrics or {}).items()}
+        rec.stamp(row)
+        rec.add(row)
+        if rec.checkpoint is not None and rnd % checkpoint_every == 0:
+            rec.checkpoint(LoopState(rnd + 1, rec.rows, arrays, {"wall_s": rec.wall()}))
+    rec.finish(arrays)  # a run that stopped early: its last row is evaluated
+    return LoopResult(arrays=arrays, rows=rec.rows, stop_reason=stop_reason)
 
 
 def _exchange_columns(grid: Grid, replies: list[Message], selected: list[int]) -> dict[str, Any]:
@@ -198,12 +160,3 @@ def _exchange_columns(grid: Grid, replies: list[Message], selected: list[int]) -
         "dropped": _ids(missing),
         "num_dropped": len(missing),
     }
-
-
-def first_time_reaching(rows: list[dict[str, Any]], key: str, target: float) -> tuple[float, int]:
-    """(virtual time, round) at which `key` first reached `target`; (inf, -1) if never."""
-    for row in rows:
-        value = row.get(key)
-        if value is not None and not math.isnan(value) and value >= target:
-            return float(row["virtual_time"]), int(row["round"])
-    return math.inf, -1

@@ -2,8 +2,8 @@
 
 `run_on_flower(cfg)` runs the same `ExperimentConfig` that `fl-sim run` runs on the virtual grid,
 through `flwr run <repo> local --federation-config "num-supernodes=N ..."`, and returns the
-results folder the Flower ServerApp (`fl.app`) wrote. What it takes care of (measured pitfalls of
-flwr 1.41, research/flower_api.md §6–7):
+results folder the Flower ServerApp (`fl.flower.app`) wrote. What it takes care of (measured
+pitfalls of flwr 1.41, research/flower_api.md §6–7):
 
 - a private `FLWR_HOME` (connection config, app installs, the local SuperLink's database), so
   nothing is read from or written to `~/.flwr`;
@@ -29,10 +29,10 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from fl.config import ExperimentConfig
+from fl.experiment.config import ExperimentConfig
 from fl.schema import toml_value
 
-APP_DIR = Path(__file__).resolve().parents[1]
+APP_DIR = Path(__file__).resolve().parents[2]
 """The Flower App: the repository root (its pyproject.toml has the [tool.flwr.app] sections)."""
 
 

@@ -3,8 +3,8 @@
 `serverapp` reads the experiment from `context.run_config` (the flat form of `ExperimentConfig`:
 the `[tool.flwr.app.config]` defaults in pyproject.toml, overridden by `--run-config`, one schema
 with `fl-sim run`), builds the strategy by name and runs it with the project's loops: synchronous
-strategies through `fl.rounds.run_rounds` (Flower's `Strategy.start` plus the study's
-bookkeeping), asynchronous ones through `fl.async_rounds.run_async` (push/pull). It writes the
+strategies through `fl.loops.synchronous.run_rounds` (Flower's `Strategy.start` plus the study's
+bookkeeping), asynchronous ones through `fl.loops.asynchronous.run_async` (push/pull). It writes the
 same results folder as a virtual-grid run, with wall-clock seconds in place of virtual ones.
 `clientapp` is the project's ClientApp (`fl.client.app`).
 
@@ -23,7 +23,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fl.client import app as clientapp
-from fl.config import ExperimentConfig
+from fl.experiment.config import ExperimentConfig
 
 __all__ = ["clientapp", "serverapp"]
 
@@ -35,7 +35,7 @@ log = logging.getLogger("flwr")
 def main(grid: Grid, context: Context) -> None:
     """Run the experiment `context.run_config` describes and write its results folder."""
     from fl.experiment import run_experiment
-    from fl.results import summary
+    from fl.experiment.results import summary
 
     cfg = ExperimentConfig.from_run_config(context.run_config)
     if cfg.attack.kind != "none" and cfg.attack.fraction > 0:

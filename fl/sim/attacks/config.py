@@ -1,0 +1,147 @@
+"""The `[attack]` section: which attack, how many malicious nodes, which ones."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from fl.client.poisoning import DATA_ATTACKS, NOISE_KINDS
+from fl.client.training import derive_seed
+from fl.schema import ConfigError
+
+ATTACKS: tuple[str, ...] = (
+    "none",
+    "gaussian",
+    "sign_flip",
+    "additive",
+    "label_flip",
+    "feature_noise",
+    "backdoor",
+    "alie",
+    "ipm",
+    "minmax",
+)
+UPDATE_ATTACKS: tuple[str, ...] = ("gaussian", "sign_flip", "additive")
+OMNISCIENT_ATTACKS: tuple[str, ...] = ("alie", "ipm", "minmax")
+MINMAX_DIRECTIONS: tuple[str, ...] = ("std", "unit", "sign")
+
+MINMAX_GAMMA_INIT = 10.0
+"""Min-max: first γ tried (FLPoison's ``gamma_init``); doubled until infeasible, then bisected."""
+MINMAX_REL_TOL = 1e-9
+"""Min-max: bisection stops when the bracket [feasible, infeasible] is this narrow (relative)."""
+
+
+# Stream tags that keep attack randomness independent of training randomness for equal seeds.
+_NODES_STREAM = 0xB7A0
+_UPDATE_STREAM = 0xB7A1
+_STATE_KEY = "fl.attack"  # per-node call counter in context.state
+
+
+# ---------------------------------------------------------------------------- configuration
+def _invalid(name: str, value: object, allowed: str) -> ConfigError:
+    """The project's config error format, naming the dotted field and the value."""
+    return ConfigError(f"attack.{name} = {value!r} is invalid: must be {allowed}")
+
+
+def _is_real(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Which attack the malicious nodes run, how many there are, and its parameters.
+
+    ``std`` serves three attacks: ``gaussian`` (δ' ~ N(0, std²)), ``additive`` (δ' = δ +
+    N(0, std²)) and ``feature_noise`` with ``noise="additive"`` (x' = clip(x + N(0, std²))
+    on inputs in [0, 1]; the default 10 gives BGMD's severity-5 variance 100).
+    """
+
+    kind: str = "none"
+    fraction: float = 0.0  # fraction of nodes that are malicious (fixed for the run)
+    scale: float = 5.0  # sign_flip: δ' = −scale·δ (BGMD's bit flip uses 5)
+    std: float = 10.0  # gaussian / additive / additive feature noise
+    target_label: int = 0  # backdoor
+    trigger_value: float = 1.0  # backdoor trigger value (see TRIGGER_PATCH)
+    noise: str = "additive"  # feature_noise: "additive" | "impulse"
+    alie_z: float | None = None  # ALIE: None -> z from Baruch et al.'s formula given n, f
+    ipm_epsilon: float = 0.5  # IPM: δ' = −ε·mean(honest updates)
+    minmax_direction: str = "std"  # min-max perturbation: "std" | "unit" | "sign"
+
+    def __post_init__(self) -> None:
+        self._check(self.kind in ATTACKS, "kind", self.kind, f"one of {', '.join(ATTACKS)}")
+        self._check(
+            _is_real(self.fraction) and 0 <= self.fraction < 1,
+            "fraction",
+            self.fraction,
+            "a number in [0, 1)",
+        )
+        self._check(_is_real(self.scale) and self.scale > 0, "scale", self.scale, "> 0")
+        self._check(_is_real(self.std) and self.std >= 0, "std", self.std, "≥ 0")
+        self._check(
+            isinstance(self.target_label, int)
+            and not isinstance(self.target_label, bool)
+            and self.target_label >= 0,
+            "target_label",
+            self.target_label,
+            "an integer ≥ 0",
+        )
+        self._check(_is_real(self.trigger_value), "trigger_value", self.trigger_value, "finite")
+        self._check(self.noise in NOISE_KINDS, "noise", self.noise, f"one of {NOISE_KINDS}")
+        self._check(
+            self.alie_z is None or _is_real(self.alie_z), "alie_z", self.alie_z, "finite or None"
+        )
+        self._check(
+            _is_real(self.ipm_epsilon) and self.ipm_epsilon > 0,
+            "ipm_epsilon",
+            self.ipm_epsilon,
+            "> 0",
+        )
+        self._check(
+            self.minmax_direction in MINMAX_DIRECTIONS,
+            "minmax_direction",
+            self.minmax_direction,
+            f"one of {MINMAX_DIRECTIONS}",
+        )
+
+    @staticmethod
+    def _check(ok: bool, name: str, value: object, allowed: str) -> None:
+        if not ok:
+            raise _invalid(name, value, allowed)
+
+
+def is_omniscient(cfg: AttackConfig) -> bool:
+    """Whether the attack needs the round's honest updates (ALIE, IPM, min-max)."""
+    return cfg.kind in OMNISCIENT_ATTACKS
+
+
+def is_data_attack(cfg: AttackConfig) -> bool:
+    """Whether the attack poisons the node's training data rather than its reply."""
+    return cfg.kind in DATA_ATTACKS
+
+
+def _round_half_up(x: float) -> int:
+    """Round to the nearest integer, halves up (1e-9 absorbs float error such as 0.35·10)."""
+    return math.floor(x + 0.5 + 1e-9)
+
+
+def malicious_nodes(cfg: AttackConfig, num_nodes: int, seed: int) -> frozenset[int]:
+    """The partition indices of the malicious nodes: exactly round(fraction·num_nodes) of them
+    (halves round up), drawn by a permutation seeded by `seed` alone.
+
+    The set is fixed for the run, and for one seed the sets are nested across fractions (the
+    first k of the same permutation), so runs at 10 % and 20 % attackers share their first
+    attackers. Kind "none" has no malicious nodes.
+    """
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
+        raise ConfigError(f"num_nodes = {num_nodes!r} is invalid: must be an integer ≥ 1")
+    if cfg.kind == "none":
+        return frozenset()
+    k = min(num_nodes, _round_half_up(cfg.fraction * num_nodes))
+    rng = np.random.default_rng(derive_seed(seed, _NODES_STREAM))
+    return frozenset(int(i) for i in rng.permutation(num_nodes)[:k])
