@@ -31,7 +31,7 @@ from fl.experiment import (
     train_config_record,
 )
 from fl.experiment.config import ExperimentConfig, load_config, load_dict
-from fl.experiment.results import read_csv
+from fl.experiment.tables import read_csv
 from fl.loops.synchronous import LoopSettings, run_rounds
 from fl.schema import ConfigError
 from fl.strategies.registry import ASYNC_STRATEGIES as ASYNC

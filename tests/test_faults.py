@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from fl.experiment import RunFailedError, run_experiment
 from fl.experiment.config import ExperimentConfig, load_dict
-from fl.experiment.results import read_csv
+from fl.experiment.tables import read_csv
 from fl.loops.checkpoint import CHECKPOINT_FILE, load
 from fl.protocol.replies import split_replies
 from fl.schema import ConfigError
@@ -85,7 +85,7 @@ def test_stragglers_past_the_deadline_are_dropped() -> None:
 
 def test_too_few_valid_replies_keep_the_previous_model_and_say_so() -> None:
     cfg = _cfg(faults={"nan_prob": 1.0}, rounds=3)
-    with pytest.raises(RunFailedError, match="none aggregated.*NaN or Inf") as failure:
+    with pytest.raises(RunFailedError, match=r"none aggregated.*NaN or Inf") as failure:
         run_experiment(cfg)  # nothing was learnt: an error, with the rows kept
     result = failure.value.run
     assert [r["aggregated"] for r in result.rows[1:]] == [False, False, False]

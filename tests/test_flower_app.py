@@ -13,7 +13,7 @@ from flwr.common.config import flatten_dict
 
 from fl.experiment import run_experiment
 from fl.experiment.config import ExperimentConfig, load_dict
-from fl.experiment.results import read_csv
+from fl.experiment.tables import read_csv
 from fl.flower.engines import (
     APP_DIR,
     FlowerRunError,

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from fl.experiment.results import read_csv
+from fl.experiment.tables import read_csv
 
 
 def _label(run_dir: Path) -> str:

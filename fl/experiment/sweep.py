@@ -12,7 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fl.experiment.results import write_csv
+from fl.experiment.tables import write_csv
 
 Check = tuple[str, bool, str]  # (claim, met, the numbers)
 

@@ -30,7 +30,7 @@ import torch
 from fl.loops.checkpoint import CHECKPOINT_FILE, load
 from fl.experiment.config import ExperimentConfig, load_dict
 from fl.experiment import resume_experiment, run_experiment
-from fl.experiment.results import read_csv
+from fl.experiment.tables import read_csv
 from fl.schema import to_toml
 
 FAULTS: dict[str, dict[str, Any]] = {

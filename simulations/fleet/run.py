@@ -198,7 +198,7 @@ def plot_ab(run_root: Path, strategies: list[str], seed: int, path: Path, title:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fl.experiment.results import read_csv
+    from fl.experiment.tables import read_csv
 
     series = []
     for s in strategies:
