@@ -35,6 +35,9 @@ from fl.strategies.asynchronous import AsyncStrategy
 
 log = logging.getLogger("fl")
 
+FAILURE_FILE = "failure.txt"
+"""Written into a results folder whose run learnt nothing: why (see `nothing_learnt`)."""
+
 
 class RunFailedError(RuntimeError):
     """A run ended in which no round aggregated (no model update was applied): nothing was
@@ -92,9 +95,13 @@ def run_experiment(
         wall_s=time.perf_counter() - wall0,
         out_dir=Path(out_dir) if out_dir is not None else None,
     )
+    problem = nothing_learnt(run)
     if out_dir is not None:
         write_results(run)
-    problem = nothing_learnt(run)
+        failure = Path(out_dir) / FAILURE_FILE
+        failure.unlink(missing_ok=True)
+        if problem is not None:  # beside the results: Flower's engines report it from here
+            failure.write_text(problem + "\n")
     if problem is not None:
         raise RunFailedError(problem, run)
     return run

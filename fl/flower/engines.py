@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fl.experiment.config import ExperimentConfig
+from fl.experiment.run import FAILURE_FILE
 from fl.schema import toml_value
 
 APP_DIR = Path(__file__).resolve().parents[2]
@@ -257,6 +258,7 @@ def flwr_run(
     # `flwr run --stream` exits 0 even when the ServerApp fails: the summary the ServerApp
     # writes last is the success signal, so an older one must not be mistaken for it.
     (out_dir / "summary.json").unlink(missing_ok=True)
+    (out_dir / FAILURE_FILE).unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="fl-run-config-") as tmp:
         rc = Path(tmp) / "run_config.toml"
         rc.write_text(run_config_toml(run_config), encoding="utf-8")
@@ -269,6 +271,8 @@ def flwr_run(
         except subprocess.TimeoutExpired as exc:
             raise FlowerRunError(f"flwr run did not finish within {timeout_s} s") from exc
     output = (proc.stdout or "") + (proc.stderr or "")
+    if (out_dir / FAILURE_FILE).is_file():  # the ServerApp ran, and nothing was learnt
+        raise FlowerRunError(f"the run failed: {(out_dir / FAILURE_FILE).read_text().strip()}")
     if proc.returncode != 0 or not (out_dir / "summary.json").is_file():
         tail = "\n".join(output.strip().splitlines()[-30:])
         raise FlowerRunError(

@@ -165,11 +165,12 @@ def pump(
             stop_reason = "time budget"
             break
         if state.unproductive >= max_idle:
+            why = "; ".join(f"{n}: {e}" for n, e in list(recent_errors.items())[-3:])
             stop_reason = (
                 f"no progress: the last {state.unproductive} tasks failed or were rejected"
+                f" (last: {why or 'none'})"
             )
-            why = "; ".join(f"{n}: {e}" for n, e in list(recent_errors.items())[-3:])
-            log.error("%s: %s (last: %s)", type(strategy).__name__, stop_reason, why or "none")
+            log.error("%s: %s", type(strategy).__name__, stop_reason)
             break
         dispatch()
         if not in_flight:  # nobody busy: every node is offline or resting
