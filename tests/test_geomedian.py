@@ -240,7 +240,10 @@ def test_solvers_agree_including_warm_start_and_weights(dtype: torch.dtype) -> N
             assert a.converged and b.converged
             if dtype == torch.float64:  # float32 rounding noise can move the stopping iteration
                 assert a.iterations == b.iterations
-            assert rel_err(a.median, b.median) < (1e-5 if dtype == torch.float32 else 1e-10)
+            # float32: the two solvers may stop a few Weiszfeld iterations apart (5 vs 7 with
+            # this machine's BLAS), both at the float32 floor of a flat objective (objectives
+            # agree to 1.3e-8): the medians then differ by up to 3.4e-5 (measured), not 1e-5.
+            assert rel_err(a.median, b.median) < (1e-4 if dtype == torch.float32 else 1e-10)
             assert a.objective == pytest.approx(b.objective, rel=1e-6)
 
 
