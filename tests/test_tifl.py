@@ -265,3 +265,78 @@ def test_tifl_selection_with_bgmd_aggregation() -> None:
     result = run_experiment(cfg)
     assert all(r["aggregated"] for r in result.rows[1:])
     assert result.rows[-1]["central_accuracy"] > result.rows[0]["central_accuracy"] + 0.1
+
+
+def _run_with_noisy_tier(policy: str, seed: int) -> tuple[list[dict], int, TiFL]:
+    """25 nodes, 5 device groups; the nodes of one group hold randomly relabelled data
+    (train and local test split), so their tier's accuracy lags whatever the model."""
+    from fl.client.workspace import clear_workspaces
+
+    cfg = load_dict(
+        {
+            "name": "tifl-noisy-tier",
+            "seed": seed,
+            "num_nodes": 25,
+            "rounds": 30,
+            "round_timeout_s": 1e6,
+            "executor": "sequential",  # the relabelled data lives in this process's workspace
+            "data": {"name": "digits", "partition": "iid"},
+            "model": {"name": "logreg"},
+            "devices": {"kind": "tiers", "flops_per_s": 1e5},
+            "train": {"epochs": 1, "batch_size": 16, "lr": 0.1},
+            "evaluation": {"free": True},
+            "strategy": {"name": "tifl", "clients_per_round": 3},
+        }
+    )
+    clear_workspaces()
+    try:
+        ws = client.workspace(cfg.to_run_config())
+        devices = make_population(cfg.devices, cfg.num_nodes, cfg.seed)
+        group = min(d.group for d in devices)
+        noisy = [i for i, d in enumerate(devices) if d.group == group]
+        labels = ws.data.train.labels
+        rng = np.random.default_rng(seed)
+        for i in noisy:
+            idx = np.concatenate([ws.data.node_train[i], ws.data.node_test[i]])
+            labels[idx] = rng.integers(0, ws.data.num_classes, len(idx))
+        # Unlimited credits and an update every round, without the paper's "no improvement"
+        # gate: the test isolates the ranking (the lowest-accuracy tier gets 4/10 of the
+        # draws for 5 tiers), which the gate would make depend on accuracy noise.
+        strategy = TiFL(
+            policy=policy,
+            clients_per_round=3,
+            num_tiers=5,
+            t_max=1e4,
+            interval=1,
+            require_no_improvement=False,
+            seed=seed,
+        )
+        result = run_experiment(cfg, strategy=strategy)
+    finally:
+        clear_workspaces()  # no other test may see the relabelled data
+    tier_of = strategy.node_tier()
+    (lagging,) = {tier_of[result.grid.node_id(i)] for i in noisy}  # one tier: no jitter
+    return result.rows[1:], lagging, strategy
+
+
+def test_adaptive_policy_selects_the_lagging_tier_more_often_end_to_end() -> None:
+    chosen = {"uniform": 0, "adaptive": 0}
+    top = 0
+    for seed in (0, 1):
+        for policy in chosen:
+            rows, lagging, _ = _run_with_noisy_tier(policy, seed)
+            chosen[policy] += sum(r["tier"] == lagging for r in rows)
+            if policy == "adaptive":
+                acc = np.array(rows[-1]["tier_accuracy"].split(), dtype=float)
+                assert int(np.argmin(acc)) == lagging  # its accuracy does lag
+                probs = [np.array(r["tier_probs"].split(), dtype=float) for r in rows[1:]]
+                top += sum(int(np.argmax(p)) == lagging for p in probs)
+    # Observed (seeds 0 and 1, 2 × 30 rounds): uniform chose the lagging tier 9 times,
+    # adaptive 21, and the lagging tier had the highest probability in 57 of the 58 rounds
+    # after the first update. Uniform draws it ~Binomial(60, 1/5): mean 12, sd 3.1; adaptive,
+    # ranking it lowest, gives it 4/10: mean 24, sd 3.8. The bar, 18, is uniform's mean + 2 sd
+    # (and adaptive's mean − 1.6 sd); a policy that did not favour the lagging tier (or ranked
+    # tiers the wrong way round) would draw it like uniform and fail, as would `top`.
+    assert chosen["adaptive"] >= 18, chosen
+    assert chosen["adaptive"] >= chosen["uniform"] + 6, chosen
+    assert top >= 52, top  # ≥ 90 % of the 58 rows

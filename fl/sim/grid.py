@@ -9,7 +9,8 @@ or never, if the device goes offline or fails meanwhile. Lost replies surface as
 errors, as on a real SuperLink. Messages carry virtual timestamps in `metadata.created_at`.
 
 See DESIGN.md ("The one idea that holds it together") and research/flower_api.md §3 for the
-Flower internals this relies on (TaskIdentity, message ids, shared content).
+Flower internals this relies on (TaskIdentity, message ids, shared content); they are all
+reached through `fl.sim.flower_internals`, which tests/test_conformance.py checks.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from typing import Any
 
 import numpy as np
 from flwr.app import (
-    Array,
     ArrayRecord,
     ConfigRecord,
     Context,
@@ -34,16 +34,24 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
-from flwr.app.message import make_message
-from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
-from flwr.supercore.run import Run
-from flwr.supercore.task_identity import TaskIdentity
 
 from fl.executors.base import ClientTask, Executor, SequentialExecutor
 from fl.protocol import keys
 from fl.sim.availability import next_time_online_count
 from fl.sim.devices import DeviceProfile
+from fl.sim.flower_internals import (
+    Run,
+    copy_array,
+    copy_run,
+    empty_run,
+    make_message,
+    reply_metadata,
+    set_message_id,
+    set_task_identity,
+    unavailable_reply,
+)
 from fl.sim.outcomes import (
     CLIENT_ERROR,
     DEADLINE,
@@ -71,21 +79,13 @@ def copy_recorddict(content: RecordDict) -> RecordDict:
     out = RecordDict()
     for key, record in content.items():
         if isinstance(record, ArrayRecord):
-            out[key] = ArrayRecord({k: _copy_array(a) for k, a in record.items()})
+            out[key] = ArrayRecord({k: copy_array(a) for k, a in record.items()})
         elif isinstance(record, ConfigRecord | MetricRecord):
             values = {k: list(v) if isinstance(v, list) else v for k, v in record.items()}
             out[key] = type(record)(values)  # type: ignore[arg-type]
         else:
             out[key] = copy.deepcopy(record)
     return out
-
-
-def _copy_array(array: Array) -> Array:
-    """A new Array with the same (immutable) payload, made without re-validating it."""
-    new = copy.copy(array)
-    if isinstance(array.shape, list):
-        new.__dict__["shape"] = list(array.shape)
-    return new
 
 
 def payload_bytes(content: RecordDict) -> int:
@@ -166,7 +166,7 @@ class VirtualGrid(Grid):
         self.evaluation_cost = evaluation_cost
         self.fallback_flops_per_example = float(fallback_flops_per_example)
         self._run_config = dict(run_config or {})
-        self._run = Run.create_empty(run_id)
+        self._run = empty_run(run_id)
         self._contexts: dict[int, Context] = {}
         self._node_msg_count = [0] * self.num_nodes
         self._seq = 0  # plain ints (not itertools.count): checkpoints pickle the grid
@@ -194,16 +194,23 @@ class VirtualGrid(Grid):
     # ----------------------------------------------------------------- identity
     def activate(self) -> None:
         """Set Flower's process-global TaskIdentity so strategies can build messages."""
-        TaskIdentity.run_id = self._run.run_id
-        TaskIdentity.node_id = SUPERLINK_NODE_ID
-        TaskIdentity.task_id = 1
+        set_task_identity(self._run.run_id)
 
     def set_run(self, run: Run) -> None:
-        self._run = run
+        """Operate in `run` from now on: new messages (and message ids) carry its run id.
+
+        As Flower's grids: anything but a `Run` is a TypeError. Nodes' Contexts already
+        created keep the run id they were created with.
+        """
+        if not isinstance(run, Run):
+            raise TypeError(f"`run` must be an instance of Run, got {type(run).__name__}")
+        self._run = copy_run(run)
+        self.activate()
 
     @property
     def run(self) -> Run:
-        return self._run
+        """A copy of the run this grid operates in (as Flower's grids return)."""
+        return copy_run(self._run)
 
     def create_message(
         self,
@@ -300,6 +307,9 @@ class VirtualGrid(Grid):
         for msg in messages:  # refuse a bad push before any of it is dispatched
             if msg.metadata.message_type.split(".")[0] not in ("train", "evaluate", "query"):
                 raise ValueError(f"message_type {msg.metadata.message_type!r} is not deliverable")
+            ttl = msg.metadata.ttl
+            if not (isinstance(ttl, int | float) and ttl > 0):  # Flower's grids: ttl > 0
+                raise ValueError(f"Invalid message: ttl = {ttl!r} must be > 0")
             self.node_index(int(msg.metadata.dst_node_id))
         ids: list[str] = [""] * len(messages)
         deferred: list[int] = []
@@ -392,7 +402,7 @@ class VirtualGrid(Grid):
         idx = self.node_index(node_id)
         msg_id = self._new_id("m")
         reply_id = self._new_id("r")  # every message gets exactly one reply (or error)
-        msg.metadata.__dict__["_message_id"] = msg_id
+        set_message_id(msg, msg_id)
         seq = self._seq
         self._seq += 1
         device = self.devices[idx]
@@ -462,7 +472,7 @@ class VirtualGrid(Grid):
             )
             return
 
-        reply.metadata.__dict__["_message_id"] = d.reply_id
+        set_message_id(reply, d.reply_id)
         reply.metadata.created_at = finish
         reply.metadata.ttl = max(0.0, msg.metadata.ttl - (finish - sent_at))
         outcome.arrives_at = finish
@@ -479,10 +489,10 @@ class VirtualGrid(Grid):
         outcome.error = why
         outcome.arrives_at = expiry
         err = make_message(
-            metadata=_reply_metadata(msg, created_at=expiry),
+            metadata=reply_metadata(msg, created_at=expiry),
             error=Error(code=ErrorCode.REPLY_MESSAGE_UNAVAILABLE, reason=f"expired: {why}"),
         )
-        err.metadata.__dict__["_message_id"] = reply_id
+        set_message_id(err, reply_id)
         self._replies[outcome.message_id] = err
         heapq.heappush(self._pending, (expiry, outcome.seq, outcome.message_id))
 
@@ -499,7 +509,8 @@ class VirtualGrid(Grid):
         for mid in ids:
             outcome = self.outcomes.get(mid)
             if outcome is None or mid in self._consumed:
-                out.append((-1.0, -1, _unavailable(mid, self._run.run_id)))
+                reply = unavailable_reply(mid, self._run.run_id, created_at=self.now)
+                out.append((-1.0, -1, reply))
             else:
                 pending.append(outcome)
         if pending and not out and all(o.arrives_at > self.now for o in pending):
@@ -541,15 +552,23 @@ class VirtualGrid(Grid):
     ) -> list[Message]:
         """Push, then advance the clock to the last reply or to the deadline (`timeout`
         virtual seconds); replies later than the deadline are dropped, as stragglers are on a
-        real server."""
+        real server.
+
+        A `timeout` ≤ 0 behaves as on Flower's grids: the messages are pushed, no reply is
+        pulled (an empty list), and the clock does not move.
+        """
         messages = list(messages)
         started = self.now
         ids = self.push_messages(messages)
         outcomes = [self.outcomes[i] for i in ids]
-        deadline = started + timeout if timeout is not None else math.inf
-        last = max((o.arrives_at for o in outcomes), default=started)
-        self.advance_to(min(deadline, last))
-        replies = self.pull_messages([o.message_id for o in outcomes if o.arrives_at <= self.now])
+        if timeout is not None and not timeout > 0:
+            replies: list[Message] = []  # Flower's pull loop never runs: nothing is pulled
+        else:
+            deadline = started + timeout if timeout is not None else math.inf
+            last = max((o.arrives_at for o in outcomes), default=started)
+            self.advance_to(min(deadline, last))
+            arrived = [o.message_id for o in outcomes if o.arrives_at <= self.now]
+            replies = self.pull_messages(arrived)
         late = [o.message_id for o in outcomes if o.message_id not in self._consumed]
         self.drop(late)
         kind = messages[0].metadata.message_type if messages else ""
@@ -575,26 +594,3 @@ class _Dispatch:
     rng: np.random.Generator  # this (node, message)'s draws: jitter, failure
     reply_id: str
     online: bool  # the device was online at dispatch (else the message is already lost)
-
-
-def _reply_metadata(msg: Message, *, created_at: float) -> Any:
-    """Metadata of a server-generated reply to `msg` (Flower's own error-reply layout)."""
-    md = copy.copy(msg.metadata)
-    md.__dict__.update(
-        {
-            "_src_node_id": msg.metadata.dst_node_id,
-            "_dst_node_id": SUPERLINK_NODE_ID,
-            "_reply_to_message_id": msg.metadata.message_id,
-            "_created_at": created_at,
-            "_ttl": 0.0,
-            "_message_id": "",
-        }
-    )
-    return md
-
-
-def _unavailable(message_id: str, run_id: int) -> Message:
-    """Flower's answer to pulling an id that was already consumed or never existed."""
-    from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_ins_message
-
-    return create_message_error_unavailable_ins_message(message_id, run_id)

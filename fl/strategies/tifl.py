@@ -26,18 +26,30 @@ Choices where the paper's text could not be checked (research notes §1.10), all
 - A tier with fewer online nodes than `clients_per_round` contributes all of them; a tier with
   none is skipped for that draw.
 - Aggregation: FedAvg, or any Flower strategy's `aggregate_train` given as `aggregator`.
+- Waiting for nodes: like FedAvg's sampling (Flower's `sample_nodes`), every profiling and
+  training round first waits until `max(min_available_nodes, clients_per_round)` nodes are
+  connected — in virtual time on the virtual grid (`wait_for_nodes`), by polling
+  `get_node_ids()` on Flower's grids.
+- FedAvg's `fraction_train` and `min_train_nodes` do not apply (TiFL selects
+  `clients_per_round` nodes from one tier) and are refused with a ValueError; its other options
+  (evaluation sampling, record keys, metric aggregation, `min_available_nodes`) are honoured.
+- If profiling leaves no tiered node (every node missed `t_max`), TiFL logs an error and raises
+  a RuntimeError rather than run rounds with no clients.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from logging import ERROR, INFO
 from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
+from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from fl.profiling.latency import LatencyProfile, reply_latencies
 from fl.protocol import keys
@@ -57,6 +69,9 @@ from fl.strategies.tiers import (
 POLICIES = ("vanilla", *STATIC_POLICIES, "adaptive")
 
 
+MetricsAggr = Callable[[list[RecordDict], str], MetricRecord]
+
+
 class TiFL(FedAvg):
     """Tier-based client selection with FedAvg (or a plugged-in) aggregation.
 
@@ -74,6 +89,12 @@ class TiFL(FedAvg):
     accuracy_key: the evaluate-reply metric used as tier accuracy.
     aggregator: a Flower strategy whose `aggregate_train` aggregates (default: FedAvg's).
     seed: seeds tier draws and node sampling.
+
+    FedAvg's options: `fraction_evaluate`, `min_evaluate_nodes` (non-adaptive federated
+    evaluation), `min_available_nodes` (default `clients_per_round`: connected nodes to wait
+    for before each round, profiling included), the record keys and metric aggregators.
+    `fraction_train` / `min_train_nodes` are not parameters (TiFL selects `clients_per_round`
+    nodes from one tier and would ignore them): passing them is a TypeError naming them.
     """
 
     def __init__(
@@ -96,11 +117,31 @@ class TiFL(FedAvg):
         accuracy_key: str = keys.EVAL_ACC,
         aggregator: Strategy | None = None,
         seed: int = 0,
-        **fedavg_kwargs: Any,
+        fraction_evaluate: float = 1.0,
+        min_evaluate_nodes: int = 2,
+        min_available_nodes: int | None = None,
+        weighted_by_key: str = keys.NUM_EXAMPLES,
+        arrayrecord_key: str = "arrays",
+        configrecord_key: str = "config",
+        train_metrics_aggr_fn: MetricsAggr | None = None,
+        evaluate_metrics_aggr_fn: MetricsAggr | None = None,
     ) -> None:
-        fedavg_kwargs.setdefault("min_available_nodes", clients_per_round)
-        fedavg_kwargs.setdefault("min_train_nodes", clients_per_round)
-        super().__init__(**fedavg_kwargs)
+        if min_available_nodes is None:
+            min_available_nodes = clients_per_round
+        _check(min_available_nodes >= 0, "min_available_nodes", min_available_nodes, "≥ 0")
+        super().__init__(
+            fraction_evaluate=fraction_evaluate,
+            min_evaluate_nodes=min_evaluate_nodes,
+            min_available_nodes=min_available_nodes,
+            # Not an option: TiFL trains `clients_per_round` nodes a round, and loops that
+            # wait for nodes before a round read it (as `max(min_available, min_train)`).
+            min_train_nodes=clients_per_round,
+            weighted_by_key=weighted_by_key,
+            arrayrecord_key=arrayrecord_key,
+            configrecord_key=configrecord_key,
+            train_metrics_aggr_fn=train_metrics_aggr_fn,
+            evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn,
+        )
         _check(
             policy in (*POLICIES, "static"),
             "policy",
@@ -176,10 +217,41 @@ class TiFL(FedAvg):
             return np.asarray(dirichlet_credits(num_rounds, m, skew, self.rng), dtype=float)
         return np.asarray(equal_credits(num_rounds, m), dtype=float)
 
+    def summary(self) -> None:
+        """Log TiFL's selection settings (FedAvg's fractions do not apply)."""
+        log(INFO, "\t├──> TiFL: policy '%s', %d tiers", self.policy, self.num_tiers)
+        log(INFO, "\t│\t├──Nodes per round: %d (from one tier)", self.clients_per_round)
+        log(INFO, "\t│\t├──Profiling: %d rounds, t_max %g", self.profiling_rounds, self.t_max)
+        log(INFO, "\t│\t└──Minimum available nodes: %d", self.min_available_nodes)
+        log(INFO, "\t└──> Keys in records:")
+        log(INFO, "\t\t├── Weighted by: '%s'", self.weighted_by_key)
+        log(INFO, "\t\t├── ArrayRecord key: '%s'", self.arrayrecord_key)
+        log(INFO, "\t\t└── ConfigRecord key: '%s'", self.configrecord_key)
+
+    def _wait_for_nodes(self, grid: Grid) -> None:
+        """Wait until enough nodes are connected, as FedAvg's sampling does.
+
+        On the virtual grid the wait passes in virtual time (`wait_for_nodes`); on Flower's
+        grids, Flower's own `sample_nodes` polls `get_node_ids()` (sampling nothing).
+        """
+        k = max(int(self.min_available_nodes), self.clients_per_round)
+        wait = getattr(grid, "wait_for_nodes", None)
+        if wait is None:
+            sample_nodes(grid, k, 0)
+        elif not wait(k):
+            msg = (
+                f"TiFL waits for {k} connected nodes (min_available_nodes = "
+                f"{self.min_available_nodes}, clients_per_round = {self.clients_per_round}), "
+                "but fewer will ever be online"
+            )
+            log(ERROR, msg)
+            raise RuntimeError(msg)
+
     # -------------------------------------------------------------- profiling
     def _profile(self, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> None:
         """Profile every available node's latency, then tier them (timestamps only)."""
         for r in range(self.profiling_rounds):
+            self._wait_for_nodes(grid)
             nodes = sorted(grid.get_node_ids())
             cfg = ConfigRecord(dict(config))
             cfg[keys.SERVER_ROUND] = 0
@@ -199,6 +271,15 @@ class TiFL(FedAvg):
                 last = max(ends, default=start) - start
                 self.profiling_time += min(last, self.t_max) if done else self.t_max
         self._retier()
+        if not any(self.tiers):
+            profiled = sorted(self.profile.count)
+            msg = (
+                f"TiFL profiling left no tiered node: all {len(profiled)} profiled nodes "
+                f"missed t_max = {self.t_max:g} s in every one of the {self.profiling_rounds} "
+                f"profiling rounds (dropouts: {profiled}); raise t_max or check the devices"
+            )
+            log(ERROR, msg)
+            raise RuntimeError(msg)
         self.profiled = True
 
     def _retier(self) -> None:
@@ -213,6 +294,7 @@ class TiFL(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Select this round's nodes (one tier, or all for vanilla) and build their tasks."""
+        self._wait_for_nodes(grid)
         online = set(grid.get_node_ids())
         if self.policy == "vanilla":
             tier: int | None = None
