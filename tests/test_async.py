@@ -421,3 +421,58 @@ def test_start_evaluates_after_every_update_once() -> None:
 def test_fedasync_refuses_options_it_would_ignore() -> None:
     with pytest.raises(ValueError, match="server_lr"):
         FedAsync(server_lr=0.5)
+
+
+# ------------------------------------------------ weighted_by_key and label-similarity boosts
+
+
+def _underscore_app(msg: Message, context: object) -> Message:
+    """A client that reports `num_examples` (underscore), as some Flower apps do."""
+    w = msg.content["arrays"]["w"].numpy() + 1.0
+    metrics = MetricRecord({"num_examples": 10, "work-flops": 1e6})
+    return Message(
+        RecordDict({"arrays": ArrayRecord({"w": Array(w)}), "metrics": metrics}), reply_to=msg
+    )
+
+
+@pytest.mark.parametrize("cls", [AsyncSGD, FedBuff, AdaSGD])
+def test_async_strategies_honour_weighted_by_key(cls) -> None:  # type: ignore[no-untyped-def]
+    devices = [DeviceProfile(flops_per_s=1e6, down_bps=1e12, up_bps=1e12)] * 2
+    default = cls(concurrency=2, buffer_size=2)
+    res = run_async(default, VirtualGrid(_underscore_app, devices), _w0(), AsyncSettings(4))
+    assert res.rows == [] and default.version == 0  # the default key: every reply rejected
+    assert "missing metric 'num-examples'" in {why for _, why in default.rejected}
+    strat = cls(concurrency=2, buffer_size=2, weighted_by_key="num_examples", weighting="examples")
+    res = run_async(strat, VirtualGrid(_underscore_app, devices), _w0(), AsyncSettings(4))
+    assert res.stop_reason == "updates" and strat.version == 4 and strat.rejected == []
+    assert all(u.num_examples == 10.0 for u in strat.buffer)
+    assert float(res.arrays["w"].numpy()[0]) > 0
+    cfg = _digits(strategy={"name": "fedbuff", "options": {"weighted_by_key": "num_examples"}})
+    assert cfg.strategy.options["weighted_by_key"] == "num_examples"
+
+
+def test_adasgd_boosts_a_stale_node_with_rare_labels_but_not_one_with_common_labels() -> None:
+    # Eight fast nodes hold classes 0 and 1 equally; two 20x slower stragglers: 1009 mostly
+    # holds class 2 (rare: 0 < BC < 1), 1010 holds what the fast nodes hold (BC = 1).
+    labels = {1009: [1, 1, 8], 1010: [5, 5, 0]}
+
+    def app_for(node: int):  # type: ignore[no-untyped-def]
+        return _echo_app(1.0, labels.get(node, [5, 5, 0]))
+
+    fast = DeviceProfile(flops_per_s=1e6, down_bps=1e12, up_bps=1e12)
+    slow = DeviceProfile(flops_per_s=5e4, down_bps=1e12, up_bps=1e12)
+    grid = VirtualGrid(_echo_app(1.0), [fast] * 8 + [slow] * 2, client_app_for=app_for)
+    strat = AdaSGD(concurrency=10, seed=0, max_weight=10.0)
+    res = run_async(strat, grid, _w0(), AsyncSettings(max_updates=400))
+    rare = [r for r in res.rows if r["nodes"] == "1009" and r["boosted"]]
+    common = [r for r in res.rows if r["nodes"] == "1010" and r["boosted"]]
+    assert rare and common  # both stale enough for the boost to fire
+    for r in rare:  # BC against the (mostly class 0/1) totals ≈ 0.45: boosted ≈ 2.2×
+        assert 0.3 < r["similarity"] < 0.6
+        assert r["boost"] == pytest.approx(1 / r["similarity"]) and r["boost"] > 1.5
+        lam = math.exp(-adasgd_beta(r["tau_thres"]) * r["tau_thres"])  # capped τ
+        assert r["weight"] == pytest.approx(lam * r["boost"])
+    for r in common:  # same labels as the history: not boosted
+        assert r["similarity"] > 0.99 and r["boost"] == pytest.approx(1.0, abs=0.01)
+        lam = math.exp(-adasgd_beta(r["tau_thres"]) * r["tau_thres"])
+        assert r["weight"] == pytest.approx(lam, rel=0.01)

@@ -330,3 +330,25 @@ def test_property_finite_and_permutation_invariant(
     # Points closer than the smoothing ν = 1e-6 are indistinguishable to the solver, so the
     # median is only defined up to ν there (found by hypothesis: two points 1.8e-7 apart).
     assert float((res.median.double() - other.median.double()).abs().max()) <= tol * scale + 1e-6
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    data=arrays(np.float64, st.tuples(st.integers(1, 9), st.integers(1, 6)), elements=finite),
+    offset=st.floats(-1e6, 1e6, allow_nan=False),
+    method=st.sampled_from(METHODS),
+    solver=st.sampled_from(SOLVERS),
+    f32=st.booleans(),
+)
+def test_property_inside_the_bounding_box_of_the_points(
+    data: np.ndarray, offset: float, method: str, solver: str, f32: bool
+) -> None:
+    # The GM lies in the convex hull of the points, so in their bounding box: checked per
+    # coordinate against min/max of the points (not a cube around the origin), with the points
+    # shifted off the origin so a box around 0 would not contain them.
+    X = torch.from_numpy(data + offset).to(torch.float32 if f32 else torch.float64)
+    res = geometric_median(X, method=method, tol=1e-12, max_iter=300, solver=solver)
+    lo, hi = X.double().min(0).values, X.double().max(0).values
+    slack = (1e-5 if f32 else 1e-9) * (float(X.double().abs().max()) + 1.0)
+    m = res.median.double()
+    assert bool((m >= lo - slack).all()) and bool((m <= hi + slack).all()), (m, lo, hi)

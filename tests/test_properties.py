@@ -213,3 +213,36 @@ def test_clock_never_goes_back_and_every_message_gets_one_outcome(
     assert sorted(answered) == sorted(pushed)  # exactly one outcome each (reply or error)
     assert all(o.status != PENDING for o in grid.outcomes.values())
     assert all(math.isfinite(o.arrives_at) for o in grid.outcomes.values())
+
+
+away_from_zero = st.floats(1.0, 1e3, allow_nan=False, width=32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    magnitudes=arrays(np.float32, st.integers(1, 8), elements=away_from_zero),
+    signs=st.lists(st.sampled_from([-1.0, 1.0]), min_size=8, max_size=8),
+    n=st.integers(4, 7),
+    beta=st.sampled_from([0.1, 0.3, 0.5, 0.75, 1.0]),
+)
+def test_bgmd_applies_exactly_k_coordinates_when_all_updates_agree(
+    magnitudes: np.ndarray, signs: list[float], n: int, beta: float
+) -> None:
+    # Every coordinate of the common update is ≥ 1 in size, so "applied" (≈ the update) and
+    # "held in memory" (exactly 0) cannot both hold: exactly k = max(1, ⌊β·d⌋) are applied.
+    row = (magnitudes * np.asarray(signs[: len(magnitudes)], dtype=np.float32)).astype(np.float32)
+    d = len(row)
+    k = max(1, int(beta * d))
+    strategy = BlockGeometricMedian(beta=beta)
+    strategy.set_reference(ArrayRecord({"w": Array(np.zeros(d, dtype=np.float32))}))
+    rows = np.stack([row] * n)
+    out, _ = strategy.aggregate_train(1, _replies(rows, list(range(n)), [3 + i for i in range(n)]))
+    assert out is not None
+    got = out["w"].numpy()
+    applied = np.isclose(got, row, rtol=1e-5, atol=0)
+    held = got == 0.0
+    assert not (applied & held).any() and (applied | held).all()
+    assert int(applied.sum()) == k == strategy.last_round_info["block_size"]
+    assert strategy.memory is not None
+    np.testing.assert_allclose(strategy.memory.numpy()[held], row[held], rtol=1e-5)
+    assert (strategy.memory.numpy()[applied] == 0).all()

@@ -235,3 +235,22 @@ def test_inconsistent_metric_keys_and_bad_work_are_rejected_not_fatal() -> None:
         and "metric keys" in row["rejected"]
     )
     np.testing.assert_allclose(result.arrays["w"].numpy(), 1.0)
+
+
+@pytest.mark.parametrize("cls", [GeometricMedian, BlockGeometricMedian])
+def test_a_round_that_aggregates_nothing_logs_why(cls, caplog) -> None:  # type: ignore[no-untyped-def]
+    n = 3
+    random.seed(0)
+    grid = grid_of(offset_app({0: "nan", 1: "shape", 2: "negative"}), n)
+    strategy = cls(fraction_evaluate=0.0, min_available_nodes=n)
+    strategy.set_reference(initial())
+    msgs = [Message(RecordDict({"arrays": initial()}), 1001 + i, "train") for i in range(n)]
+    replies = list(grid.send_and_receive(msgs))
+    with caplog.at_level("WARNING", logger="flwr"):
+        assert strategy.aggregate_train(1, replies) == (None, None)
+    (record,) = [r for r in caplog.records if "aggregated nothing" in r.getMessage()]
+    assert record.name == "flwr" and record.levelname == "WARNING"
+    text = record.getMessage()
+    assert cls.__name__ in text and "3 replies rejected" in text
+    for node, reason in ((1001, "NaN"), (1002, "shape"), (1003, "num-examples")):
+        assert f"node {node}: " in text and reason in text

@@ -27,6 +27,10 @@ Choices where the paper and the authors' code differ or are silent (research not
 - No boost during the first `warmup_updates` updates (default 2 × concurrency): until then the
   staleness distribution is still being learnt (the first wave of a loop has τ = 0, 1, ..., C−1).
 - An update without `label-counts` has similarity 1 (never boosted).
+
+With `aggregator = "<rule>"` the mean is replaced by a robust rule over the pre-scaled deltas:
+w ← w + η_v · rule(λ_1 Δ_1, …, λ_M Δ_M) (see `AsyncStrategy`); with M = 1 every rule returns
+λ Δ itself, so a robust rule needs `buffer_size` > 1 to do anything.
 """
 
 from __future__ import annotations

@@ -7,6 +7,13 @@ the strategy applies them in one model update and the version grows by one (M = 
 asynchronous; M > 1: FedBuff-style). What differs between AdaSGD, DynSGD, FedAsync and FedBuff is
 only the weight of each update (`update_weight`) and how a window is applied (`apply_window`).
 
+Composition: a strategy = selection (here: idle nodes, uniformly) × aggregation rule
+(`aggregator`, one of `fl.strategies.aggregation.AGGREGATORS`) × staleness policy (the subclass's
+λ(τ)). With a robust rule, each buffered delta is pre-scaled by its staleness weight λ_i (computed
+by the server, so trusted) and the rule aggregates the pre-scaled deltas unweighted:
+w ← w + η_v · rule(λ_1 Δ_1, …, λ_M Δ_M). With `aggregator="mean"` this is today's
+w + η_v · mean_i(λ_i Δ_i), computed by the same code (bit-identical).
+
 What a client reports: its trained model, as every Flower ClientApp does (so the same client serves
 synchronous strategies). The strategy takes the model delta Δ = w_client − w_sent against the exact
 version the node was sent; after one local SGD step this is −lr × the mini-batch gradient FLeet's
@@ -21,6 +28,7 @@ The strategy is a Flower `Strategy`: `start(grid=...)` runs the push/pull pump o
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +43,7 @@ from flwr.serverapp.strategy import Result, Strategy
 
 from fl.protocol import keys
 from fl.protocol.replies import reply_problem
+from fl.strategies.aggregation import AGGREGATORS, Aggregator, make_aggregator
 from fl.strategies.async_driver import AsyncSettings, PumpState, pump
 from fl.strategies.flatten import Layout, flatten, layout_of, unflatten
 
@@ -75,6 +84,17 @@ def _check(ok: bool, name: str, value: Any, rule: str) -> None:
 class AsyncStrategy(Strategy):
     """Asynchronous (buffered) aggregation of model deltas weighted by their staleness.
 
+    How staleness weights enter a robust rule: the server computes λ_i = `update_weight` for
+    every update of a window (from τ_i, and for AdaSGD the labels), pre-scales each delta, and
+    applies w ← w + η_v · rule(λ_1 Δ_1, …, λ_M Δ_M) with the rule unweighted. A stale update is
+    thus shrunk towards 0 before the rule sees it (for the geometric median a shrunk honest
+    delta still pulls towards the honest cluster; an attacker cannot inflate λ, which depends
+    only on server-side versions). With "mean" the rule is mean_i(λ_i Δ_i), exactly as before.
+    `weighting="examples"` (the num-examples-weighted mean, FedAvg's weights) applies only to
+    the mean: reported num-examples are not trusted, so it is rejected with a robust rule.
+    Rules whose minimum number of inputs exceeds `buffer_size` (Bulyan: 4f + 3) are rejected;
+    a window that `max_staleness` cut below that minimum is dropped (and logged), not applied.
+
     Parameters
     ----------
     concurrency: nodes kept busy at once.
@@ -87,6 +107,11 @@ class AsyncStrategy(Strategy):
     profiler: optional batch-size chooser called for every request and every reply: an
         `fl.profiling.IProf`, or a mapping of IProf's options (from a config).
     seed: seeds which idle nodes get work.
+    aggregator: the rule over the window's (pre-scaled) deltas: "mean" (default), "geomedian",
+        "bgmd", "median", "trimmed_mean", "krum", "multikrum", "bulyan" (see
+        `fl.strategies.aggregation`); aggregator_options: the rule's options.
+    weighted_by_key: the reply metric holding the number of examples (Flower's
+        `weighted_by_key`); it must be present and a finite number ≥ 0 in every reply.
     """
 
     def __init__(
@@ -100,6 +125,9 @@ class AsyncStrategy(Strategy):
         max_staleness: int | None = None,
         profiler: Any = None,
         seed: int = 0,
+        aggregator: str = "mean",
+        aggregator_options: Mapping[str, Any] | None = None,
+        weighted_by_key: str = keys.NUM_EXAMPLES,
     ) -> None:
         _check(int(concurrency) == concurrency and concurrency >= 1, "concurrency",
                concurrency, "an integer ≥ 1")  # fmt: skip
@@ -110,6 +138,25 @@ class AsyncStrategy(Strategy):
         _check(weighting in WEIGHTINGS, "weighting", weighting, f"one of {WEIGHTINGS}")
         _check(max_staleness is None or max_staleness >= 0, "max_staleness", max_staleness,
                "None or ≥ 0")  # fmt: skip
+        _check(isinstance(aggregator, str) and aggregator in AGGREGATORS, "aggregator",
+               aggregator, f"one of {AGGREGATORS}")  # fmt: skip
+        _check(isinstance(weighted_by_key, str) and bool(weighted_by_key), "weighted_by_key",
+               weighted_by_key, "a non-empty metric name")  # fmt: skip
+        if aggregator != "mean" and weighting != "uniform":
+            raise ValueError(
+                f"weighting = {weighting!r} is invalid with aggregator = {aggregator!r}: "
+                "num-examples weighting applies only to the mean (clients report num-examples "
+                "themselves, so a robust rule must not trust them); use weighting = 'uniform'"
+            )
+        self.aggregator = aggregator
+        self.aggregator_options = dict(aggregator_options or {})
+        self.rule: Aggregator = make_aggregator(aggregator, self.aggregator_options)
+        if self.rule.min_inputs() > buffer_size:
+            raise ValueError(
+                f"aggregator = {aggregator!r} with {self.aggregator_options} needs at least "
+                f"{self.rule.min_inputs()} updates per window; buffer_size = {buffer_size}"
+            )
+        self.weighted_by_key = weighted_by_key
         self.concurrency = int(concurrency)
         self.buffer_size = int(buffer_size)
         self.server_lr = float(server_lr)
@@ -141,6 +188,7 @@ class AsyncStrategy(Strategy):
         self.clock: Callable[[], float] | None = None  # the loop's clock (virtual or wall)
         self.rejected: list[tuple[int, str]] = []
         self.update_log: list[dict[str, Any]] = []  # one entry per model update (drained)
+        self.window_info: dict[str, Any] = {}  # what the robust rule reported on the last window
 
     # ----------------------------------------------------------------- model
     def initialize(self, arrays: ArrayRecord) -> None:
@@ -158,6 +206,9 @@ class AsyncStrategy(Strategy):
         self.resting.clear()
         self.rejected.clear()
         self.update_log.clear()
+        if getattr(self, "rule", None) is not None:  # a fresh rule: BGMD's memory, GM's warm start
+            self.rule = make_aggregator(self.aggregator, self.aggregator_options)
+        self.window_info = {}
 
     def _ensure(self, arrays: ArrayRecord) -> None:
         if self.arrays is None:
@@ -224,7 +275,8 @@ class AsyncStrategy(Strategy):
             return False
         if reply.has_error():
             return False
-        problem = reply_problem(reply, task.arrays)
+        weight_key = getattr(self, "weighted_by_key", keys.NUM_EXAMPLES)
+        problem = reply_problem(reply, task.arrays, weight_key)
         counts = None
         if problem is None:
             metrics = next(iter(reply.content.metric_records.values()))
@@ -254,7 +306,7 @@ class AsyncStrategy(Strategy):
                 staleness=self.version - task.version,
                 model=model,
                 delta=delta,
-                num_examples=float(scalars.get(keys.NUM_EXAMPLES, 1.0)),
+                num_examples=float(scalars.get(weight_key, 1.0)),
                 label_counts=counts,
                 metrics=scalars,
                 reply=reply,
@@ -278,6 +330,16 @@ class AsyncStrategy(Strategy):
                 self.rejected.append(
                     (u.node_id, f"staleness {u.staleness} > max_staleness {self.max_staleness}")
                 )
+        rule = self._robust_rule()
+        if kept and rule is not None and len(kept) < rule.min_inputs():
+            reason = (
+                f"window of {len(kept)} updates after max_staleness is below the "
+                f"{rule.min_inputs()} aggregator {self.aggregator!r} needs"
+            )
+            log(logging.WARNING, "%s: version %d not updated: %s", type(self).__name__,
+                self.version, reason)  # fmt: skip
+            self.rejected.extend((u.node_id, reason) for u in kept)
+            kept = []
         if not kept:
             for u in window:
                 self.staleness_counts[u.staleness] = self.staleness_counts.get(u.staleness, 0) + 1
@@ -302,7 +364,9 @@ class AsyncStrategy(Strategy):
                 info[k] = float(np.mean(info[k]))
         info["weight"] = float(np.mean(weights)) if weights else math.nan
         assert self.weights is not None and self.layout is not None and self.arrays is not None
+        self.window_info = {}
         self.weights = self.apply_window(kept, weights)
+        info.update(getattr(self, "window_info", {}))
         self.arrays = unflatten(self.weights, self.layout, self.arrays)
         for u in window:
             self.staleness_counts[u.staleness] = self.staleness_counts.get(u.staleness, 0) + 1
@@ -320,9 +384,26 @@ class AsyncStrategy(Strategy):
         """Weight λ of one update (and any per-update info to log). Plain async SGD: 1."""
         return 1.0, {}
 
+    def _robust_rule(self) -> Aggregator | None:
+        """The window's rule if it is not the mean (None: today's mean code path)."""
+        rule = getattr(self, "rule", None)  # (strategies pickled before rules existed: mean)
+        return None if rule is None or rule.name == "mean" else rule
+
     def apply_window(self, window: list[Update], weights: list[float]) -> torch.Tensor:
-        """w + η_v · mean_i(λ_i Δ_i) (or the num-examples-weighted mean)."""
+        """w + η_v · mean_i(λ_i Δ_i) (or the num-examples-weighted mean); with a robust rule
+        w + η_v · rule(λ_1 Δ_1, …, λ_M Δ_M), the rule unweighted."""
         assert self.weights is not None
+        rule = self._robust_rule()
+        if rule is not None:
+            G = torch.stack([lam * u.delta for u, lam in zip(window, weights, strict=True)])
+            step = rule(G)
+            extra: dict[str, Any] = {"aggregator": rule.name}
+            for k, v in rule.info.items():
+                if k == "selected":  # row indices → node ids
+                    v = " ".join(str(window[int(i)].node_id) for i in str(v).split())
+                extra[f"agg_{k}"] = v
+            self.window_info = extra
+            return self.weights + self.server_rate() * step
         if self.weighting == "examples":
             total = sum(u.num_examples for u in window)
             shares = [u.num_examples / total if total > 0 else 1.0 / len(window) for u in window]
@@ -370,6 +451,16 @@ class AsyncStrategy(Strategy):
             "server_lr": self.server_lr,
             "lr_decay": self.lr_decay,
             "weighting": self.weighting,
+            **(
+                {"aggregator": self.aggregator, "aggregator_options": self.aggregator_options}
+                if self._robust_rule() is not None
+                else {}
+            ),
+            **(
+                {"weighted_by_key": self.weighted_by_key}
+                if getattr(self, "weighted_by_key", keys.NUM_EXAMPLES) != keys.NUM_EXAMPLES
+                else {}
+            ),
         }
 
     def start(

@@ -5,6 +5,8 @@ On every update w ← (1 − α_τ) w + α_τ w_client, with α_τ = α · s(τ)
 node's trained model, i.e. the version it was sent plus its delta; the mix is against the current
 model, so a stale client also pulls the model back towards its old version, as in the paper.
 With `buffer_size` > 1 the window's updates are mixed in one after another, in arrival order.
+Only `aggregator = "mean"` is accepted: the sequential mixing has no stack of deltas to give a
+robust rule (use FedBuff × a rule instead).
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ class FedAsync(AsyncStrategy):
         b: float = 4.0,
         **kwargs: Any,
     ) -> None:
+        if kwargs.get("aggregator", "mean") != "mean":
+            raise ValueError(
+                f"aggregator = {kwargs['aggregator']!r} is not supported by FedAsync: it mixes "
+                "each client model into the global one in turn, so there is no stack of deltas "
+                "for a robust rule to aggregate; use FedBuff, AsyncSGD, DynSGD or AdaSGD"
+            )
         for key, neutral in (("server_lr", 1.0), ("lr_decay", 0.0), ("weighting", "uniform")):
             if kwargs.get(key, neutral) != neutral:
                 raise ValueError(

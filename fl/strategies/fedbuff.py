@@ -3,6 +3,8 @@
 The server buffers K = `buffer_size` client deltas (default 10) and then applies
 w ← w + η_g · (1/K) Σ_i s(τ_i) Δ_i with s(τ) = 1/√(1+τ) (FedScale's FedBuff weight) and
 η_g = `server_lr`. Updates staler than `max_staleness` are dropped (None: never).
+With `aggregator = "<rule>"` (say "geomedian" or "bgmd") the average is replaced by the rule over
+the pre-scaled deltas: w ← w + η_g · rule(s(τ_1) Δ_1, …, s(τ_K) Δ_K) (see `AsyncStrategy`).
 """
 
 from __future__ import annotations

@@ -14,16 +14,19 @@ learning rate is folded into δ, as the authors fold γ into G).
   (mean over rows — the paper; `memory_reduce="median"` is a robust deviation, see the README).
 
 Replies with NaN/Inf, wrong shapes or dtypes, or bad `num-examples` are rejected and counted
-(`last_round_info["rejected"]`), never aggregated. With no valid reply the model is unchanged.
+(`last_round_info["rejected"]`), never aggregated. With no valid reply the model is unchanged,
+and a warning on Flower's logger says why (each rejected node and its reason).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
@@ -96,6 +99,17 @@ class GeometricMedian(FedAvg):
         self.last_round_info = {"rejected_by_strategy": len(rejected)}
         if not ok:
             self.last_round_info["aggregation"] = "skipped: no valid update"
+            reasons = "; ".join(f"node {n}: {why}" for n, why in sorted(rejected.items()))
+            log(
+                logging.WARNING,
+                "%s: round %s aggregated nothing (model unchanged): %d replies rejected (%s), "
+                "%d error replies",
+                type(self).__name__,
+                server_round,
+                len(rejected),
+                reasons or "none",
+                len(valid) - len(ok),
+            )
             return None, None
         layout = self._layout = self._layout or layout_of(self._global)
         g = flatten(self._global, layout)
