@@ -16,7 +16,6 @@ reached through `fl.sim.flower_internals`, which tests/test_conformance.py check
 from __future__ import annotations
 
 import copy
-import heapq
 import math
 import time
 from collections import deque
@@ -26,12 +25,9 @@ from typing import Any
 
 import numpy as np
 from flwr.app import (
-    ArrayRecord,
-    ConfigRecord,
     Context,
     Error,
     Message,
-    MetricRecord,
     RecordDict,
 )
 from flwr.common.constant import ErrorCode
@@ -43,7 +39,6 @@ from fl.sim.availability import next_time_online_count
 from fl.sim.devices import DeviceProfile
 from fl.sim.flower_internals import (
     Run,
-    copy_array,
     copy_run,
     empty_run,
     make_message,
@@ -52,63 +47,19 @@ from fl.sim.flower_internals import (
     set_task_identity,
     unavailable_reply,
 )
+from fl.sim.mailbox import Mailbox
+from fl.sim.messages import copy_recorddict, payload_bytes, reported_work
 from fl.sim.outcomes import (
-    CLIENT_ERROR,
     DEADLINE,
-    EXPIRED,
-    LOST_FAILED,
     LOST_OFFLINE,
-    LOST_STATUSES,
-    LOST_TTL,
     PENDING,
     REPLIED,
     Exchange,
     MessageOutcome,
 )
+from fl.sim.timing import time_reply
 
 FIRST_NODE_ID = 1001  # node ids must differ from SUPERLINK_NODE_ID (1)
-
-
-def copy_recorddict(content: RecordDict) -> RecordDict:
-    """Copy a RecordDict so a node can't mutate what other nodes (or the server) hold.
-
-    Strategies send one shared RecordDict to every node and some aggregators pop from reply
-    records. Arrays are copied shallowly (their payload bytes are immutable and shared, so the
-    copy is cheap); config and metric records hold scalars and lists of scalars, copied too.
-    """
-    out = RecordDict()
-    for key, record in content.items():
-        if isinstance(record, ArrayRecord):
-            out[key] = ArrayRecord({k: copy_array(a) for k, a in record.items()})
-        elif isinstance(record, ConfigRecord | MetricRecord):
-            values = {k: list(v) if isinstance(v, list) else v for k, v in record.items()}
-            out[key] = type(record)(values)  # type: ignore[arg-type]
-        else:
-            out[key] = copy.deepcopy(record)
-    return out
-
-
-def payload_bytes(content: RecordDict) -> int:
-    """Bytes of all arrays in a message: what goes over the network in the time model."""
-    return sum(int(rec.count_bytes()) for rec in content.array_records.values())
-
-
-def reported_work(reply: Message, fallback_flops_per_example: float) -> float:
-    """FLOPs the ClientApp says it did; else num-examples × a fallback cost (stock clients).
-
-    A malformed value (negative, NaN, not a number) counts as no work: the reply itself is
-    judged (and rejected) by the server, the grid only needs a time for it.
-    """
-    if reply.has_error():
-        return 0.0
-    for key, scale in ((keys.WORK_FLOPS, 1.0), (keys.NUM_EXAMPLES, fallback_flops_per_example)):
-        for rec in reply.content.metric_records.values():
-            if key in rec:
-                value = rec[key]
-                if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
-                    return float(value) * scale
-                return 0.0
-    return 0.0
 
 
 class VirtualGrid(Grid):
@@ -172,11 +123,7 @@ class VirtualGrid(Grid):
         self._seq = 0  # plain ints (not itertools.count): checkpoints pickle the grid
         self._ids = 0
         self.now = 0.0
-        self.outcomes: dict[str, MessageOutcome] = {}
-        self._replies: dict[str, Message] = {}
-        self._instructions: dict[str, Message] = {}
-        self._pending: list[tuple[float, int, str]] = []  # heap of (arrives_at, seq, msg id)
-        self._consumed: set[str] = set()
+        self.mailbox = Mailbox()
         self.exchanges: list[Exchange] = []
         self.client_wall_s = 0.0  # wall time spent inside ClientApps (for overhead reports)
         self._bytes_cache: tuple[RecordDict | None, int] = (None, 0)
@@ -290,9 +237,7 @@ class VirtualGrid(Grid):
 
     def next_arrival(self) -> float:
         """Virtual time of the earliest reply still pending (inf if none)."""
-        while self._pending and self._pending[0][2] in self._consumed:
-            heapq.heappop(self._pending)
-        return self._pending[0][0] if self._pending else math.inf
+        return self.mailbox.next_arrival()
 
     # ----------------------------------------------------------------- messages
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
@@ -331,8 +276,8 @@ class VirtualGrid(Grid):
 
     def _honest_pair(self, msg_id: str) -> tuple[Message, Message] | None:
         """(instruction, reply) of an honest training task that produced a model."""
-        ins = self._instructions.get(msg_id)
-        reply = self._replies.get(msg_id)
+        ins = self.mailbox.instructions.get(msg_id)
+        reply = self.mailbox.replies.get(msg_id)
         if ins is None or reply is None or reply.has_error():
             return None
         if not ins.metadata.message_type.startswith("train"):
@@ -419,8 +364,7 @@ class VirtualGrid(Grid):
             status=PENDING,
             seq=seq,
         )
-        self.outcomes[msg_id] = outcome
-        self._instructions[msg_id] = msg
+        self.mailbox.record(outcome, msg)
         msg.metadata.created_at = sent_at  # the ClientApp sees virtual time too
         online = device.availability.online(sent_at)
         if not online:
@@ -434,51 +378,41 @@ class VirtualGrid(Grid):
         sent_at = outcome.sent_at
         down = self._message_bytes(msg.content)
         up = payload_bytes(reply.content) if not reply.has_error() else 0
-        is_eval = msg.metadata.message_type.startswith("evaluate")
+        is_eval = msg.metadata.message_type.startswith(keys.EVALUATE)
         if reply.has_error():
             work = 0.0
             outcome.error = reply.error.reason or ""
         else:
             work = reported_work(reply, self.fallback_flops_per_example)
-        lat = device.latency(down, up, work, rng)
-        if is_eval and not self.evaluation_cost:
-            download_s = compute_s = upload_s = 0.0
-        elif reply.has_error():
-            download_s, compute_s, upload_s = lat.download, 0.0, 0.0
-        else:
-            download_s, compute_s, upload_s = lat.download, lat.compute, lat.upload
-        outcome.download_s, outcome.compute_s, outcome.upload_s = download_s, compute_s, upload_s
+        t = time_reply(
+            device,
+            down,
+            up,
+            work,
+            rng,
+            sent_at=sent_at,
+            ttl=float(msg.metadata.ttl),
+            is_error=reply.has_error(),
+            free=is_eval and not self.evaluation_cost,
+            can_fail=not is_eval,
+        )
+        outcome.download_s, outcome.compute_s, outcome.upload_s = t.download, t.compute, t.upload
         if not reply.has_error():
             for rec in reply.content.metric_records.values():
                 if keys.COMPUTE_S in rec:
-                    rec[keys.COMPUTE_S] = compute_s
+                    rec[keys.COMPUTE_S] = t.compute
         outcome.down_bytes, outcome.up_bytes, outcome.work_flops = down, up, work
-        finish = sent_at + download_s + compute_s + upload_s
+        finish = t.finish
         msg.metadata.created_at = sent_at
-
-        failed = device.fails(rng) and not is_eval
-        if device.availability.next_change(sent_at) <= finish and finish > sent_at:
-            self._lose(
-                msg, outcome, LOST_OFFLINE, "device went offline before replying", d.reply_id
-            )
-            return
-        if failed:
-            self._lose(msg, outcome, LOST_FAILED, "device failed during the task", d.reply_id)
-            return
-        if finish > sent_at + float(msg.metadata.ttl):
-            # As on a SuperLink: a reply arriving after its instruction's TTL is discarded.
-            self._lose(
-                msg, outcome, LOST_TTL, "reply would arrive after the message TTL", d.reply_id
-            )
+        if t.lost is not None:
+            self._lose(msg, outcome, t.lost[0], t.lost[1], d.reply_id)
             return
 
         set_message_id(reply, d.reply_id)
         reply.metadata.created_at = finish
         reply.metadata.ttl = max(0.0, msg.metadata.ttl - (finish - sent_at))
-        outcome.arrives_at = finish
         outcome.status = PENDING
-        self._replies[outcome.message_id] = reply
-        heapq.heappush(self._pending, (finish, outcome.seq, outcome.message_id))
+        self.mailbox.schedule(outcome, reply, finish)
 
     def _lose(
         self, msg: Message, outcome: MessageOutcome, status: str, why: str, reply_id: str
@@ -487,14 +421,12 @@ class VirtualGrid(Grid):
         expiry = outcome.sent_at + float(msg.metadata.ttl)
         outcome.status = status
         outcome.error = why
-        outcome.arrives_at = expiry
         err = make_message(
             metadata=reply_metadata(msg, created_at=expiry),
             error=Error(code=ErrorCode.REPLY_MESSAGE_UNAVAILABLE, reason=f"expired: {why}"),
         )
         set_message_id(err, reply_id)
-        self._replies[outcome.message_id] = err
-        heapq.heappush(self._pending, (expiry, outcome.seq, outcome.message_id))
+        self.mailbox.schedule(outcome, err, expiry)
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
         """Replies that have arrived by now, in arrival order.
@@ -507,8 +439,8 @@ class VirtualGrid(Grid):
         out: list[tuple[float, int, Message]] = []
         pending: list[MessageOutcome] = []
         for mid in ids:
-            outcome = self.outcomes.get(mid)
-            if outcome is None or mid in self._consumed:
+            outcome = self.mailbox.outcomes.get(mid)
+            if outcome is None or mid in self.mailbox.consumed:
                 reply = unavailable_reply(mid, self._run.run_id, created_at=self.now)
                 out.append((-1.0, -1, reply))
             else:
@@ -517,35 +449,18 @@ class VirtualGrid(Grid):
             self.advance_to(min(o.arrives_at for o in pending))
         for outcome in pending:
             if outcome.arrives_at <= self.now:
-                out.append((outcome.arrives_at, outcome.seq, self._deliver(outcome)))
+                out.append((outcome.arrives_at, outcome.seq, self.mailbox.deliver(outcome)))
         out.sort(key=lambda t: (t[0], t[1]))
         return [m for _, _, m in out]
 
-    def _deliver(self, outcome: MessageOutcome) -> Message:
-        mid = outcome.message_id
-        self._consumed.add(mid)
-        self._instructions.pop(mid, None)
-        reply = self._replies.pop(mid)
-        if outcome.status == PENDING:
-            outcome.status = CLIENT_ERROR if reply.has_error() else REPLIED
-        elif outcome.status in LOST_STATUSES:
-            outcome.error = f"{outcome.status}: {outcome.error}"
-            outcome.status = EXPIRED if outcome.status != LOST_FAILED else LOST_FAILED
-        return reply
-
     def drop(self, message_ids: Iterable[str]) -> None:
         """Forget replies the server no longer waits for (past its deadline)."""
-        for mid in message_ids:
-            if mid in self._consumed or mid not in self.outcomes:
-                continue
-            self._consumed.add(mid)
-            self._replies.pop(mid, None)
-            self._instructions.pop(mid, None)
-            outcome = self.outcomes[mid]
-            if outcome.status == PENDING:
-                outcome.status = DEADLINE
-            elif outcome.status in LOST_STATUSES:
-                outcome.error = f"{outcome.status}: {outcome.error}"
+        self.mailbox.drop(message_ids)
+
+    @property
+    def outcomes(self) -> dict[str, MessageOutcome]:
+        """Every message's outcome so far, by message id (what messages.csv holds)."""
+        return self.mailbox.outcomes
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
@@ -569,7 +484,7 @@ class VirtualGrid(Grid):
             self.advance_to(min(deadline, last))
             arrived = [o.message_id for o in outcomes if o.arrives_at <= self.now]
             replies = self.pull_messages(arrived)
-        late = [o.message_id for o in outcomes if o.message_id not in self._consumed]
+        late = [o.message_id for o in outcomes if o.message_id not in self.mailbox.consumed]
         self.drop(late)
         kind = messages[0].metadata.message_type if messages else ""
         ex = Exchange(message_type=kind, started_at=started, ended_at=self.now)
