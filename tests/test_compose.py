@@ -21,8 +21,8 @@ from fl.sim.devices import DeviceProfile
 from fl.sim.grid import VirtualGrid
 from fl.strategies import AdaSGD, AsyncSGD, DynSGD, FedAsync, FedBuff
 from fl.strategies.aggregation import AGGREGATORS, make_aggregator
-from fl.strategies.asynchronous import Update
 from fl.strategies.staleness import fedbuff_weight
+from fl.strategies.updates import Update
 
 D = 6
 

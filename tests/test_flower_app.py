@@ -154,10 +154,15 @@ def test_a_run_that_learns_nothing_fails_on_ray_too(tmp_path: Path) -> None:
     cfg = _cfg("geomedian", rounds=2)
     cfg = cfg.replace(
         strategy=load_dict(
-            {"strategy": {"name": "geomedian", "clients_per_round": 2,
-                          "options": {"weighted_by_key": "no-such-metric"}}}  # fmt: skip
+            {
+                "strategy": {
+                    "name": "geomedian",
+                    "clients_per_round": 2,
+                    "options": {"weighted_by_key": "no-such-metric"},
+                }
+            }  # fmt: skip
         ).strategy
     )
-    with pytest.raises(FlowerRunError, match="nothing was learnt.*no-such-metric"):
+    with pytest.raises(FlowerRunError, match=r"nothing was learnt.*no-such-metric"):
         run_on_flower(cfg, tmp_path / "run", home=tmp_path / "home")
     assert not _processes_mentioning(str(tmp_path / "home"))

@@ -30,17 +30,15 @@ def test_geometric_median_rejecting_every_reply_is_an_error_naming_the_reason(
     tmp_path: Path,
 ) -> None:
     cfg = _cfg({"name": "geomedian", "options": {"weighted_by_key": "no-such-metric"}})
-    with pytest.raises(RunFailedError, match="none aggregated.*missing metric 'no-such-metric'"):
+    with pytest.raises(RunFailedError, match=r"none aggregated.*missing metric 'no-such-metric'"):
         run_experiment(cfg, tmp_path)
     assert "no-such-metric" in (tmp_path / FAILURE_FILE).read_text()
     assert (tmp_path / "rounds.csv").is_file()  # the rows are kept for a look
 
 
 def test_an_asynchronous_run_whose_every_task_crashes_stops_and_fails(tmp_path: Path) -> None:
-    cfg = _cfg(
-        {"name": "adasgd", "clients_per_round": 3}, rounds=20, faults={"crash_prob": 1.0}
-    )
-    with pytest.raises(RunFailedError, match="no progress.*InjectedCrash"):
+    cfg = _cfg({"name": "adasgd", "clients_per_round": 3}, rounds=20, faults={"crash_prob": 1.0})
+    with pytest.raises(RunFailedError, match=r"no progress.*InjectedCrash"):
         run_experiment(cfg, tmp_path)
 
 

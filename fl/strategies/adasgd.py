@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from fl.strategies.asynchronous import AsyncStrategy, Update
+from fl.strategies.asynchronous import AsyncStrategy
 from fl.strategies.staleness import (
     adasgd_beta,
     bhattacharyya,
@@ -46,6 +46,7 @@ from fl.strategies.staleness import (
     exp_dampening,
     similarity_boost,
 )
+from fl.strategies.updates import Update
 
 
 class AsyncSGD(AsyncStrategy):

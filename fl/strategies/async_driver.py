@@ -23,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp.strategy import Result
 
 from fl.protocol import keys
 
@@ -232,3 +233,25 @@ def pump(
     for node in in_flight.values():
         strategy.release(node)
     return stop_reason
+
+
+@dataclass
+class EvaluateEachUpdate:
+    """The pump's hooks under `AsyncStrategy.start`: call `evaluate_fn` after every model
+    update (as Flower's `Strategy.start` does after every round) into `result`."""
+
+    strategy: Any  # an AsyncStrategy (its current model: `arrays`)
+    result: Result
+    evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None
+
+    def on_update(
+        self, info: dict[str, Any], failed: dict[int, str], rejected: list[tuple[int, str]]
+    ) -> None:
+        if self.evaluate_fn is not None and self.strategy.arrays is not None:
+            v = int(info["round"])
+            rec = self.evaluate_fn(v, self.strategy.arrays)
+            if rec is not None:
+                self.result.evaluate_metrics_serverapp[v] = rec
+
+    def after_instant(self, state: PumpState) -> None:
+        return None

@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,36 +43,11 @@ from flwr.serverapp.strategy import Result, Strategy
 from fl.protocol import keys
 from fl.protocol.replies import reply_problem
 from fl.strategies.aggregation import AGGREGATORS, Aggregator, make_aggregator
-from fl.strategies.async_driver import AsyncSettings, PumpState, pump
+from fl.strategies.async_driver import AsyncSettings, EvaluateEachUpdate, pump
 from fl.strategies.flatten import Layout, flatten, layout_of, unflatten
+from fl.strategies.updates import Task, Update, parse_label_counts
 
 WEIGHTINGS = ("uniform", "examples")
-
-
-@dataclass
-class Task:
-    """Work handed to one node: the model version it was sent and when."""
-
-    node_id: int
-    version: int
-    arrays: ArrayRecord
-    sent_at: float
-    config: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Update:
-    """One accepted client update, ready to be weighted and applied."""
-
-    node_id: int
-    version: int  # the version the node trained on
-    staleness: int  # τ at the time the window is applied
-    model: torch.Tensor  # w_client, flat (float64)
-    delta: torch.Tensor  # w_client − w_sent
-    num_examples: float
-    label_counts: np.ndarray | None
-    metrics: dict[str, float]
-    reply: Message
 
 
 def _check(ok: bool, name: str, value: Any, rule: str) -> None:
@@ -280,7 +254,7 @@ class AsyncStrategy(Strategy):
         counts = None
         if problem is None:
             metrics = next(iter(reply.content.metric_records.values()))
-            counts, problem = _label_counts(metrics.get(keys.LABEL_COUNTS))
+            counts, problem = parse_label_counts(metrics.get(keys.LABEL_COUNTS))
             if counts is not None and self.num_labels and len(counts) != self.num_labels:
                 problem = (
                     f"{keys.LABEL_COUNTS} has {len(counts)} classes, earlier replies "
@@ -494,44 +468,11 @@ class AsyncStrategy(Strategy):
             eval_every=1,
             train_config=train_config or ConfigRecord(),
         )
-        stop = pump(self, grid, initial_arrays, settings, _StartHooks(self, out, evaluate_fn))
+        stop = pump(
+            self, grid, initial_arrays, settings, EvaluateEachUpdate(self, out, evaluate_fn)
+        )
         assert self.arrays is not None
         out.arrays = self.arrays
         if self.version == 0:
             log(40, "%s: no model update was applied (%s)", type(self).__name__, stop)
         return out
-
-
-@dataclass
-class _StartHooks:
-    """The pump's hooks under `start`: evaluate after every model update, as Flower does."""
-
-    strategy: AsyncStrategy
-    result: Result
-    evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None
-
-    def on_update(
-        self, info: dict[str, Any], failed: dict[int, str], rejected: list[tuple[int, str]]
-    ) -> None:
-        if self.evaluate_fn is not None and self.strategy.arrays is not None:
-            v = int(info["round"])
-            rec = self.evaluate_fn(v, self.strategy.arrays)
-            if rec is not None:
-                self.result.evaluate_metrics_serverapp[v] = rec
-
-    def after_instant(self, state: PumpState) -> None:
-        return None
-
-
-def _label_counts(value: Any) -> tuple[np.ndarray | None, str | None]:
-    """The reply's label counts (None if it reports none), or why they are malformed."""
-    if value is None:
-        return None, None
-    values = value if isinstance(value, list) else [value]
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None, f"{keys.LABEL_COUNTS} = {value!r} is not a list of numbers"
-    if arr.ndim != 1 or not np.isfinite(arr).all() or (arr < 0).any():
-        return None, f"{keys.LABEL_COUNTS} must be finite counts ≥ 0, got {value!r}"
-    return arr, None

@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
-from fl.strategies.asynchronous import AsyncStrategy, Update
+from fl.strategies.asynchronous import AsyncStrategy
 from fl.strategies.staleness import FEDASYNC_FUNCTIONS, fedasync_weight
+from fl.strategies.updates import Update
 
 
 class FedAsync(AsyncStrategy):

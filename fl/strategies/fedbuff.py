@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fl.strategies.asynchronous import AsyncStrategy, Update
+from fl.strategies.asynchronous import AsyncStrategy
 from fl.strategies.staleness import fedbuff_weight
+from fl.strategies.updates import Update
 
 
 class FedBuff(AsyncStrategy):

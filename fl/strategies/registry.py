@@ -7,10 +7,15 @@ signature at load time, so a misspelt option is an error, not silently ignored.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
+import operator
+import re
+import types
+import typing
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Union
 
 from flwr.serverapp.strategy import (
     Bulyan,
@@ -27,7 +32,7 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-from fl.schema import ConfigError
+from fl.schema import ConfigError, coerce
 from fl.strategies.adasgd import AdaSGD, AsyncSGD, DynSGD
 from fl.strategies.aggregation import AGGREGATORS
 from fl.strategies.asynchronous import AsyncStrategy
@@ -98,66 +103,111 @@ logging.getLogger("flwr").addFilter(_DropExpectedWarnings())
 _MANAGED = {"fraction_train", "min_train_nodes", "min_available_nodes"}
 
 
-def _parameters(name: str) -> dict[str, inspect.Parameter]:
+def _init_classes(name: str) -> list[Any]:
+    """The classes whose constructors make up strategy `name`'s options: the class, then its
+    bases while constructors pass ``**kwargs`` on to their parent."""
     factory = STRATEGIES[name]
-    out: dict[str, inspect.Parameter] = {}
-    # Walk up the class hierarchy while constructors pass **kwargs on to their parent.
+    out: list[Any] = []
     for cls in getattr(factory, "__mro__", (factory,)):
         if "__init__" not in vars(cls) and cls is not factory:
             continue
+        out.append(cls)
         params = inspect.signature(cls).parameters
-        for p in params.values():
-            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                out.setdefault(p.name, p)
         if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
             break
-    if "aggregator" in out:
+    return out
+
+
+def _parameters(name: str) -> dict[str, inspect.Parameter]:
+    """Strategy `name`'s constructor options, with resolved type annotations."""
+    out: dict[str, inspect.Parameter] = {}
+    for cls in _init_classes(name):
+        try:
+            hints = typing.get_type_hints(vars(cls).get("__init__", cls))
+        except Exception:  # an unresolvable annotation: check that option's type no further
+            hints = {}
+        for p in inspect.signature(cls).parameters.values():
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                out.setdefault(p.name, p.replace(annotation=hints.get(p.name, Any)))
+    if "aggregator" in out and "aggregator_options" not in out:
         out["aggregator_options"] = inspect.Parameter(
-            "aggregator_options", inspect.Parameter.KEYWORD_ONLY
+            "aggregator_options",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Mapping[str, Any] | None,
         )
     return out
 
 
-def check_strategy(name: str, options: Mapping[str, Any]) -> None:
-    """Raise ConfigError for an unknown strategy name or option."""
+def _config_type(tp: Any) -> Any:
+    """The type an option takes in a config: a Strategy object (TiFL's `aggregator`) is named
+    by a string; `Sequence[X]` is a list; the rest as annotated."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = tuple(_config_type(a) for a in typing.get_args(tp))
+        return functools.reduce(operator.or_, args)
+    if isinstance(tp, type) and issubclass(tp, Strategy):
+        return str
+    return tp
+
+
+def _rule_from_message(key: str, text: str) -> str | None:
+    """A constructor's complaint as a rule: "beta = 0 is invalid: must be in (0, 1]" -> "in (0,
+    1]"; None for a free-form complaint."""
+    match = re.match(rf"^\W*{re.escape(key)}\b.*?\bmust be (.+)$", text, re.DOTALL)
+    return match.group(1) if match else None
+
+
+def check_strategy(
+    name: str, options: Mapping[str, Any], where: str = "strategy.options"
+) -> dict[str, Any]:
+    """Raise ConfigError for an unknown strategy name, an unknown option or a value of the wrong
+    type (checked against the constructor's annotations); return the options with values
+    converted to their annotated types (ints to floats, ``"none"`` to None)."""
     if name not in STRATEGIES:
         raise ConfigError(
             f"strategy.name = {name!r} is unknown; known strategies: {', '.join(STRATEGIES)}"
         )
+    if not isinstance(options, Mapping):
+        raise ConfigError(where, options, "a table of constructor options")
     params = _parameters(name)
     if "aggregator" in options and name in ASYNC_STRATEGIES:
         agg = options["aggregator"]
         if not isinstance(agg, str) or agg not in AGGREGATORS:
             raise ConfigError(
-                f"strategy.options.aggregator = {agg!r} is invalid: must be one of "
-                f"{', '.join(AGGREGATORS)} (a rule over the buffered deltas)"
+                f"{where}.aggregator",
+                agg,
+                f"one of {', '.join(AGGREGATORS)} (a rule over the buffered deltas)",
             )
     elif "aggregator" in options:
         agg = options["aggregator"]
         if not isinstance(agg, str) or agg not in PLUGGABLE_AGGREGATORS:
             raise ConfigError(
-                f"strategy.options.aggregator = {agg!r} is invalid: must be one of "
-                f"{', '.join(PLUGGABLE_AGGREGATORS)} (aggregators whose aggregate_train needs "
-                "no state from their own configure_train)"
+                f"{where}.aggregator",
+                agg,
+                f"one of {', '.join(PLUGGABLE_AGGREGATORS)} (aggregators whose aggregate_train "
+                "needs no state from their own configure_train)",
             )
-        check_strategy(agg, options.get("aggregator_options", {}))
-    for key in options:
+        agg_options = options.get("aggregator_options")
+        if agg_options is not None and not isinstance(agg_options, Mapping):
+            raise ConfigError(f"{where}.aggregator_options", agg_options, "a table")
+        check_strategy(agg, agg_options or {}, f"{where}.aggregator_options")
+    checked: dict[str, Any] = {}
+    for key, value in options.items():
         if key not in params:
             raise ConfigError(
-                f"strategy.options.{key} is not an option of {name!r}; "
+                f"{where}.{key} is not an option of {name!r}; "
                 f"options: {', '.join(sorted(set(params) - _MANAGED))}"
-            )
-        if key in ("fraction_evaluate",) and not (
-            isinstance(options[key], int | float) and 0 <= options[key] <= 1
-        ):
-            raise ConfigError(
-                f"strategy.options.{key} = {options[key]!r} is invalid: must be in [0, 1]"
             )
         if key in _MANAGED:
             raise ConfigError(
-                f"strategy.options.{key}: set strategy.clients_per_round instead "
+                f"{where}.{key}: set strategy.clients_per_round instead "
                 "(it fixes the number of nodes selected per round)"
             )
+        checked[key] = coerce(value, _config_type(params[key].annotation), f"{where}.{key}")
+        if key in ("fraction_evaluate",) and not 0 <= checked[key] <= 1:
+            raise ConfigError(f"{where}.{key}", value, "in [0, 1]")
+    return checked
 
 
 def build_strategy(
@@ -179,9 +229,8 @@ def build_strategy(
     Flower samples `max(int(online × fraction_train), min_train_nodes)` nodes; with
     fraction_train = k/N and min_train_nodes = k this is exactly k whenever all N are online.
     """
-    check_strategy(name, options)
+    kwargs = check_strategy(name, options)
     params = _parameters(name)
-    kwargs = dict(options)
     if "aggregator" in kwargs and name not in ASYNC_STRATEGIES:  # async: a rule name
         agg_name = kwargs.pop("aggregator")
         kwargs["aggregator"] = build_strategy(
@@ -202,5 +251,23 @@ def build_strategy(
         kwargs["min_evaluate_nodes"] = 1
     try:
         return STRATEGIES[name](**kwargs)
+    except ConfigError as exc:
+        if exc.key is not None and exc.key in options:  # the strategy names its own option
+            raise ConfigError(f"strategy.options.{exc.key}", exc.value, exc.rule) from exc
+        raise
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"strategy {name!r} rejected its options {dict(options)}: {exc}") from exc
+        text = str(exc)
+        named = {
+            m.start(): key
+            for key in options
+            if (m := re.search(rf"\b{re.escape(key)}\b", text)) is not None
+        }
+        if named:  # the option the complaint names first
+            key = named[min(named)]
+            where, value = f"strategy.options.{key}", options[key]
+            rule = _rule_from_message(key, text)
+            message = None if rule is not None else f"{where} = {value!r} is invalid: {text}"
+            raise ConfigError(where, value, rule or text, message=message) from exc
+        raise ConfigError(
+            f"strategy {name!r} rejected its options {dict(options)}: {text}"
+        ) from exc
