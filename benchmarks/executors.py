@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from fl import client
-from fl.experiment.config import load_dict
 from fl.executors import choose_executor
 from fl.experiment import run_experiment
+from fl.experiment.config import load_dict
 
 WORKLOADS: dict[str, dict[str, Any]] = {
     "digits MLP, 50 nodes, 1 epoch": {

@@ -23,8 +23,8 @@ def one(nodes: int, rounds: int) -> dict[str, float]:
     """Run one size in this process; return wall per round (after set-up) and peak RSS."""
     import torch
 
-    from fl.experiment.config import load_dict
     from fl.experiment import run_experiment
+    from fl.experiment.config import load_dict
 
     torch.set_num_threads(1)
     k = max(1, math.ceil(0.01 * nodes))

@@ -17,8 +17,8 @@ import time
 import flwr
 import torch
 
-from fl.experiment.config import load_dict
 from fl.experiment import run_experiment
+from fl.experiment.config import load_dict
 
 
 def machine() -> str:

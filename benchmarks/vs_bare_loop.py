@@ -19,10 +19,10 @@ import time
 import torch
 
 from fl import client
-from fl.executors.vmap import BatchTask, train_batched
-from fl.experiment.config import load_dict
-from fl.experiment import run_experiment
 from fl.client.training import derive_seed, train_local
+from fl.executors.vmap import BatchTask, train_batched
+from fl.experiment import run_experiment
+from fl.experiment.config import load_dict
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from fl import client
+from fl.experiment import run_experiment
 from fl.experiment.config import load_dict
 from fl.flower.engines import run_on_flower
-from fl.experiment import run_experiment
 
 WORKLOADS: dict[str, dict[str, Any]] = {
     "digits MLP": {"data": {"name": "digits"}, "model": {"name": "mlp", "hidden": [64]}},

@@ -78,8 +78,8 @@ def run_one(job: tuple[str, str, int, list[str], str]) -> dict[str, Any]:
     """Run one (attack, aggregator, seed) and return its row."""
     import torch
 
-    from fl.experiment.config import load_config
     from fl.experiment import run_experiment
+    from fl.experiment.config import load_config
 
     torch.set_num_threads(1)
     attack, aggregator, seed, overrides, out = job

@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from fl.loops.checkpoint import CHECKPOINT_FILE, load
-from fl.experiment.config import ExperimentConfig, load_dict
 from fl.experiment import resume_experiment, run_experiment
+from fl.experiment.config import ExperimentConfig, load_dict
 from fl.experiment.tables import read_csv
+from fl.loops.checkpoint import CHECKPOINT_FILE, load
 from fl.schema import to_toml
 
 FAULTS: dict[str, dict[str, Any]] = {

@@ -55,8 +55,8 @@ def run_one(job: tuple[str, str, int, list[str], str]) -> dict[str, Any]:
     """One (config, strategy, seed) run; returns its summary row."""
     import torch
 
-    from fl.experiment.config import load_config
     from fl.experiment import run_experiment
+    from fl.experiment.config import load_config
     from fl.loops.common import first_time_reaching
 
     torch.set_num_threads(1)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fl.experiment.config import load_config
 from fl.experiment import run_experiment
+from fl.experiment.config import load_config
 from fl.experiment.plots import plot_runs
 from fl.experiment.results import summary
 

@@ -50,8 +50,8 @@ def run_one(job: tuple[str, str, list[str], str]) -> dict[str, Any]:
     """Run one (setting, policy) and return its summary row."""
     import torch
 
-    from fl.experiment.config import load_config
     from fl.experiment import run_experiment
+    from fl.experiment.config import load_config
     from fl.experiment.results import summary
 
     torch.set_num_threads(1)
