@@ -1,4 +1,6 @@
 """`fl-sim`: run an experiment from a TOML config, and plot or compare results folders."""
+# Errors: a bad config exits 2 and a failed run exits 1, each with one line "error: ..." on
+# stderr; `--debug` re-raises instead, to show the traceback.
 
 from __future__ import annotations
 
@@ -10,7 +12,35 @@ import typer
 
 from fl.schema import ConfigError
 
-cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+cli = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help=__doc__,
+    # Rich tracebacks print every frame's local variables: hundreds of lines for one error.
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+)
+
+_DEBUG_HELP = "on an error, show the full traceback instead of one line"
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line: its first non-empty line (" [...]" if it had more)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    if len(lines) > 1:
+        text += " [...]"
+    return text
+
+
+def _fail(exc: BaseException, code: int, debug: bool, what: str = "") -> typer.Exit:
+    """Print `error: <what><exc>` to stderr (re-raise with --debug); the Exit to raise."""
+    if debug:
+        raise exc
+    kind = "" if isinstance(exc, ConfigError) else f"{type(exc).__name__}: "
+    hint = "" if isinstance(exc, ConfigError) else " (--debug shows the traceback)"
+    typer.echo(f"error: {what}{kind}{_one_line(exc)}{hint}", err=True)
+    return typer.Exit(code)
 
 
 @cli.command()
@@ -34,8 +64,11 @@ def run(
     cpus_per_client: Annotated[
         float, typer.Option(help="--engine flower: CPUs Ray reserves per ClientApp")
     ] = 1.0,
+    debug: Annotated[bool, typer.Option(help=_DEBUG_HELP)] = False,
 ) -> None:
-    """Run one experiment and write its results folder."""
+    """Run one experiment and write its results folder.
+
+    Exits 2 for an invalid config (one line naming the key), 1 for a run that failed."""
     from fl.experiment import run_experiment
     from fl.experiment.config import load_config
     from fl.experiment.results import summary
@@ -46,21 +79,19 @@ def run(
     try:
         cfg = load_config(config, set_ or [])
     except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail(exc, 2, debug) from None
     out_dir = out or Path(cfg.output_dir) / cfg.name
-    if engine == "flower":
-        from fl.flower.engines import FlowerRunError, run_on_flower
+    try:
+        if engine == "flower":
+            from fl.flower.engines import run_on_flower
 
-        try:
             run_on_flower(cfg, out_dir, cpus_per_client=cpus_per_client, verbose=not quiet)
-        except FlowerRunError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from exc
-        typer.echo((out_dir / "summary.json").read_text())
-    else:
-        result = run_experiment(cfg, out_dir, progress=not quiet)
-        typer.echo(json.dumps(summary(result), indent=2))
+            text = (out_dir / "summary.json").read_text()
+        else:
+            text = json.dumps(summary(run_experiment(cfg, out_dir, progress=not quiet)), indent=2)
+    except Exception as exc:  # a failed run: one line, not a traceback
+        raise _fail(exc, 1, debug, "the run failed: ") from None
+    typer.echo(text)
     typer.echo(f"results: {out_dir}")
 
 
@@ -68,16 +99,20 @@ def run(
 def resume(
     results: Annotated[Path, typer.Argument(help="results folder of a run with checkpoints")],
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    debug: Annotated[bool, typer.Option(help=_DEBUG_HELP)] = False,
 ) -> None:
     """Continue a run from the last checkpoint in its results folder (`checkpoint_every`)."""
-    from fl.experiment import resume_experiment
+    from fl.experiment import RunFailedError, resume_experiment
     from fl.experiment.results import summary
 
     try:
         result = resume_experiment(results, progress=not quiet)
+    except RunFailedError as exc:
+        raise _fail(exc, 1, debug, "the run failed: ") from None
     except (FileNotFoundError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail(exc, 2, debug) from None
+    except Exception as exc:
+        raise _fail(exc, 1, debug, "the run failed: ") from None
     typer.echo(json.dumps(summary(result), indent=2))
     typer.echo(f"results: {results}")
 

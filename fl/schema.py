@@ -11,14 +11,60 @@ import dataclasses
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, Union
 
 T = TypeVar("T")
 
 
+_FREE = object()
+
+
 class ConfigError(ValueError):
-    """A configuration key or value is invalid; the message names the key and the value."""
+    """A configuration key or value is invalid; the message names the key and the value.
+
+    ``ConfigError(key, value, rule)`` reads ``"{key} = {value!r} is invalid: must be {rule}"``
+    and keeps ``key`` (the dotted config key, e.g. ``"strategy.options.proximal_mu"``),
+    ``value`` and ``rule`` as attributes. Where no single key applies (an unknown key, a file
+    that is not TOML) ``ConfigError(message)`` takes a free message; then ``key``, ``value``
+    and ``rule`` are None. ``message=`` overrides the text but keeps the attributes.
+    """
+
+    def __init__(
+        self, key: str, value: Any = _FREE, rule: str | None = None, *, message: str | None = None
+    ) -> None:
+        if value is _FREE and rule is None:
+            self.key: str | None = None
+            self.value: Any = None
+            self.rule: str | None = None
+            text = key if message is None else message
+        else:
+            self.key, self.value, self.rule = key, None if value is _FREE else value, rule
+            text = message or f"{key} = {self.value!r} is invalid: must be {rule}"
+        super().__init__(text)
+
+    def __reduce__(self) -> Any:  # picklable across worker processes
+        if self.key is None:
+            return (ConfigError, (str(self),))
+        return (_rebuild, (self.key, self.value, self.rule, str(self)))
+
+    def rekeyed(self, key: str) -> ConfigError:
+        """The same error under another key (e.g. ``PopulationConfig.kind`` -> ``devices.kind``)."""
+        return ConfigError(key, self.value, self.rule)
+
+
+def _rebuild(key: str, value: Any, rule: str | None, message: str) -> ConfigError:
+    return ConfigError(key, value, rule, message=message)
+
+
+def rekey(exc: ConfigError, owner: str, where: str) -> ConfigError:
+    """``exc`` with a key under ``owner.`` (a class name or section) moved under ``where.``."""
+    if exc.key is None or not where:
+        return exc
+    for prefix in (f"{owner}.", f"{where}."):
+        if exc.key.startswith(prefix):
+            return exc.rekeyed(f"{where}.{exc.key[len(prefix) :]}")
+    return exc
 
 
 def _type_name(tp: Any) -> str:
@@ -34,61 +80,76 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if type(None) in args and (value is None or (value == "none" and str not in args)):
             return None  # `--set key=none` unsets an optional number
-        errors = []
+        errors: list[ConfigError] = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return coerce(value, arg, where)
             except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits no type")
+                errors.append(exc)
+        if len(errors) == 1 and (type(None) not in args or errors[0].key != where):
+            raise errors[0]  # one type, or an element of a list: that error says it best
+        rules = [e.rule or str(e) for e in errors]
+        if type(None) in args:
+            rules.append("none")
+        raise ConfigError(where, value, " or ".join(rules))
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if isinstance(value, tp):
             return value
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a table, got {value!r}")
+            raise ConfigError(where, value, "a table")
         return from_dict(tp, value, where)
     if origin is tuple:
         args = typing.get_args(tp)
         if isinstance(value, str) and value.strip().startswith("["):
             value = parse_value(value)  # Flower's run_config has no lists: "[32, 16]"
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(where, value, "a list")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
-            raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
+            raise ConfigError(where, value, f"a list of {len(args)} values")
         return tuple(
             coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
         )
+    if origin in (list, Sequence) or tp is list:
+        args = typing.get_args(tp)
+        if isinstance(value, str) and value.strip().startswith("["):
+            value = parse_value(value)
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise ConfigError(where, value, "a list")
+        item = args[0] if args else Any
+        return [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is Callable:
+        raise ConfigError(where, value, "a Python callable (a config cannot give one)")
     if origin in (dict, Mapping) or tp is dict:
         if isinstance(value, str) and value.strip().startswith("{"):
             value = parse_value(value)  # Flower's run_config has no tables: "{policy = 'fast'}"
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a table, got {value!r}")
+            raise ConfigError(where, value, "a table")
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        raise ConfigError(where, value, "true or false")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        raise ConfigError(where, value, "an integer")
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise ConfigError(where, value, "a number")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+        raise ConfigError(where, value, "a string")
     if isinstance(tp, type) and isinstance(value, tp):
         return value
-    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    raise ConfigError(where, value, f"a {_type_name(tp)}")
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
@@ -103,8 +164,8 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     kwargs = {k: coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
-    except ConfigError:
-        raise
+    except ConfigError as exc:
+        raise rekey(exc, cls.__name__, where) from None
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{where or cls.__name__}: {exc}") from exc
 

@@ -432,3 +432,62 @@ def _all_changes(avails: list[OnOff], horizon: float) -> set[float]:
             out.add(t)
             t = a.next_change(t)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Packaged device tables (fl/sim/data) and population fingerprints
+# ----------------------------------------------------------------------------------------------
+
+
+def test_device_tables_are_package_data_with_their_notice() -> None:
+    import tomllib
+    from importlib import resources
+    from pathlib import Path
+
+    data = resources.files("fl.sim").joinpath("data")
+    for name in ("phones.csv", "flash_links.csv"):
+        text = data.joinpath(name).read_text(encoding="utf-8")
+        assert "BSD-2-Clause" in text and "PKU-Chengxu/FLASH" in text
+    assert len(PHONES) == 254 and len(FLASH_BANDWIDTHS_KBPS) == 19
+    assert PHONES[0].soc == "Kirin 990 5G" and PHONES[-1].soc == "Intel Atom Z3580"
+    assert FLASH_BANDWIDTHS_KBPS[0] == (7491.4, 3369.3, 4935.2, 2767.3)
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert "data/*.csv" in pyproject["tool"]["setuptools"]["package-data"]["fl.sim"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "digest"),
+    [
+        ("uniform", "d68b8c265a4fd87d"),
+        ("tiers", "c15f48be2e744968"),
+        ("mobile", "fa5aaa4cdd2e9a4a"),
+    ],
+)
+def test_populations_are_bit_identical_to_the_embedded_tables(kind: str, digest: str) -> None:
+    """The digests were taken from fl.sim.devices before its tables moved to fl/sim/data."""
+    import hashlib
+
+    devices = make_population(PopulationConfig(kind=kind), 40, 3)
+    text = repr(
+        [
+            (
+                d.flops_per_s,
+                d.down_bps,
+                d.up_bps,
+                d.bandwidth_jitter,
+                d.up_bandwidth_jitter,
+                d.group,
+                sorted(d.features.items()),
+            )
+            for d in devices
+        ]
+    )
+    assert hashlib.sha256(text.encode()).hexdigest()[:16] == digest
+
+
+def test_population_errors_are_config_errors_naming_field_and_value() -> None:
+    from fl.schema import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        PopulationConfig(kind="phones")
+    assert (err.value.key, err.value.value) == ("PopulationConfig.kind", "phones")

@@ -160,7 +160,7 @@ def test_a_run_that_learns_nothing_fails_on_ray_too(tmp_path: Path) -> None:
                     "clients_per_round": 2,
                     "options": {"weighted_by_key": "no-such-metric"},
                 }
-            }  # fmt: skip
+            }
         ).strategy
     )
     with pytest.raises(FlowerRunError, match=r"nothing was learnt.*no-such-metric"):

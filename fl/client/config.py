@@ -79,4 +79,4 @@ CLIENT_KEYS = tuple(f.name for f in dataclasses.fields(ClientConfig))
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
-        raise ConfigError(f"{key} = {value!r} is invalid: must be {allowed}")
+        raise ConfigError(key, value, allowed)

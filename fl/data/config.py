@@ -1,13 +1,18 @@
 """The data section of an experiment config and its dataset-independent checks.
 
-Every invalid value raises ``ValueError`` naming the field and the value, so a typo in a TOML
-file or a ``--set`` override is reported before any data is loaded.
+Every invalid value raises :class:`fl.schema.ConfigError` (a ``ValueError``) naming the field and
+the value. An experiment config runs :func:`validate_config` when it is loaded, so a typo in a TOML
+file or a ``--set`` override is reported (as ``data.<field> = <value> is invalid: must be ...``)
+before any data is loaded; :func:`fl.data.load_federated` runs it again and adds the checks that
+need the data (``invalid <field>=<value>: <rule>``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from fl.schema import ConfigError
 
 __all__ = [
     "DATASETS",
@@ -82,13 +87,23 @@ def _is_real(value: object) -> bool:
     )
 
 
-def invalid(field: str, value: object, rule: str) -> ValueError:
-    """The one error format of the data layer: ``invalid <field>=<value>: <rule>``."""
-    return ValueError(f"invalid {field}={value!r}: {rule}")
+_TOP_LEVEL = ("num_nodes", "seed")  # experiment keys the data layer checks too
+
+
+def invalid(field: str, value: object, rule: str) -> ConfigError:
+    """The data layer's error: a ConfigError for key ``data.<field>`` (``num_nodes``/``seed``
+    are top-level keys) whose message reads ``invalid <field>=<value>: <rule>``."""
+    key = field if field.split("[")[0] in _TOP_LEVEL else f"data.{field}"
+    return ConfigError(
+        key, value, rule.removeprefix("must be "), message=f"invalid {field}={value!r}: {rule}"
+    )
 
 
 def validate_config(cfg: DataConfig, num_nodes: int, seed: int) -> None:
-    """Check everything that does not depend on the loaded data; raise ``ValueError``."""
+    """Check everything that does not depend on the loaded data; raise ``ConfigError``.
+
+    Every rule reads "must be ...", so ``ConfigError(exc.key, exc.value, exc.rule)`` restates an
+    error in the config format (what :class:`fl.experiment.config.ExperimentConfig` does)."""
     if not _is_int(num_nodes) or num_nodes < 1:
         raise invalid("num_nodes", num_nodes, "must be an integer >= 1")
     if not _is_int(seed) or seed < 0:
@@ -99,13 +114,11 @@ def validate_config(cfg: DataConfig, num_nodes: int, seed: int) -> None:
         raise invalid(
             "name",
             cfg.name,
-            f"unknown dataset; known: {', '.join(DATASETS)}, "
+            f"must be one of {', '.join(DATASETS)}, "
             f"or '{HF_PREFIX}<hub-dataset-name>' to download one",
         )
     if cfg.partition not in PARTITIONS:
-        raise invalid(
-            "partition", cfg.partition, f"unknown partition; known: {', '.join(PARTITIONS)}"
-        )
+        raise invalid("partition", cfg.partition, f"must be one of {', '.join(PARTITIONS)}")
     if not _is_real(cfg.alpha) or cfg.alpha <= 0:
         raise invalid("alpha", cfg.alpha, "must be a finite number > 0")
     if not _is_int(cfg.classes_per_node) or cfg.classes_per_node < 1:
@@ -121,7 +134,7 @@ def validate_config(cfg: DataConfig, num_nodes: int, seed: int) -> None:
         if not _is_real(value) or value < 0:
             raise invalid(field, value, "must be a finite number >= 0")
     if not isinstance(cfg.synthetic_iid, bool):
-        raise invalid("synthetic_iid", cfg.synthetic_iid, "must be a bool")
+        raise invalid("synthetic_iid", cfg.synthetic_iid, "must be true or false")
     if not _is_int(cfg.shakespeare_min_samples) or cfg.shakespeare_min_samples < 1:
         raise invalid(
             "shakespeare_min_samples", cfg.shakespeare_min_samples, "must be an integer >= 1"
@@ -134,12 +147,13 @@ def validate_config(cfg: DataConfig, num_nodes: int, seed: int) -> None:
         raise invalid(
             "outlier_class",
             cfg.outlier_class,
-            "needs a non-natural partition and num_nodes >= 2 (the last node holds the class)",
+            "must be -1 (off) with partition='natural' or num_nodes < 2 "
+            "(it needs a non-natural partition and num_nodes >= 2: the last node holds the class)",
         )
     if cfg.partition == "natural" and cfg.name not in NATURAL_DATASETS:
         raise invalid(
             "partition",
             cfg.partition,
-            f"not supported for name={cfg.name!r}, which has no natural clients; "
+            f"must be another partition for name={cfg.name!r}, which has no natural clients; "
             f"natural partitions exist for {', '.join(NATURAL_DATASETS)}",
         )

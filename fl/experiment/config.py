@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from fl.client.config import TrainConfig
-from fl.data import DATASETS, PARTITIONS, DataConfig
+from fl.data import DataConfig
+from fl.data.config import validate_config
 from fl.executors.base import EXECUTORS
 from fl.models import MODELS, ModelConfig
 from fl.schema import (
@@ -146,19 +147,10 @@ class ExperimentConfig:
             self.checkpoint_every,
             "≥ 0 (0 = no checkpoints)",
         )
-        _check(
-            self.data.name in DATASETS or self.data.name.startswith("hf:"),
-            "data.name",
-            self.data.name,
-            f"one of {', '.join(DATASETS)} or hf:<dataset>",
-        )
-        _check(
-            self.data.partition in PARTITIONS,
-            "data.partition",
-            self.data.partition,
-            f"one of {', '.join(PARTITIONS)}",
-        )
-        _check(self.data.alpha > 0, "data.alpha", self.data.alpha, "> 0")
+        try:  # every data field, before any data is loaded
+            validate_config(self.data, self.num_nodes, self.seed)
+        except ConfigError as exc:
+            raise ConfigError(exc.key or "data", exc.value, exc.rule) from None
         _check(
             self.model.name in MODELS, "model.name", self.model.name, f"one of {', '.join(MODELS)}"
         )
@@ -168,6 +160,13 @@ class ExperimentConfig:
             self.devices.kind,
             f"one of {', '.join(POPULATIONS)}",
         )
+        for node in self.devices.stragglers:
+            _check(
+                -self.num_nodes <= node < self.num_nodes,
+                "devices.stragglers",
+                self.devices.stragglers,
+                f"node indices in [-num_nodes, num_nodes) (num_nodes = {self.num_nodes})",
+            )
         _check(
             self.strategy.clients_per_round <= self.num_nodes,
             "strategy.clients_per_round",
@@ -219,7 +218,7 @@ class ExperimentConfig:
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
-        raise ConfigError(f"{key} = {value!r} is invalid: must be {allowed}")
+        raise ConfigError(key, value, allowed)
 
 
 def load_dict(tree: Mapping[str, Any]) -> ExperimentConfig:

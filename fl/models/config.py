@@ -2,8 +2,8 @@
 
 `ModelConfig` is a frozen (hashable) dataclass so it can be used as a cache key, stored in
 experiment records and passed across process boundaries. It validates itself on
-construction, so a bad value fails at the point where it was written, with a message that
-names the field and the value.
+construction, so a bad value fails at the point where it was written, with a
+:class:`fl.schema.ConfigError` naming the key (``model.<field>``) and the value.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
+
+from fl.schema import ConfigError
 
 MODELS: tuple[str, ...] = ("logreg", "mlp", "cnn", "char_lstm")
 """Names accepted by `ModelConfig.name` / `build_model`."""
@@ -22,20 +24,20 @@ def _is_int(value: Any) -> bool:
 
 
 def check_positive_int(field: str, value: Any) -> None:
-    """Raise ``ValueError`` naming `field` unless `value` is an integer >= 1."""
+    """Raise ``ConfigError`` (a ValueError) naming `field` unless `value` is an integer >= 1."""
     if not _is_int(value) or value < 1:
-        raise ValueError(f"{field} must be a positive integer, got {value!r}")
+        raise ConfigError(field, value, "a positive integer")
 
 
 def check_size_tuple(field: str, value: Any, length: int | None = None) -> tuple[int, ...]:
     """Validate a tuple (or list) of positive integer sizes and return it as a tuple."""
     if not isinstance(value, tuple | list):
-        raise ValueError(f"{field} must be a tuple of positive integers, got {value!r}")
+        raise ConfigError(field, value, "a list of positive integers")
     sizes = tuple(value)
     if length is not None and len(sizes) != length:
-        raise ValueError(f"{field} must have exactly {length} entries, got {value!r}")
+        raise ConfigError(field, value, f"a list of exactly {length} positive integers")
     if not all(_is_int(s) and s >= 1 for s in sizes):
-        raise ValueError(f"{field} must contain only positive integers, got {value!r}")
+        raise ConfigError(field, value, "a list of positive integers only")
     return sizes
 
 
@@ -70,17 +72,17 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         """Validate every field; coerce list-valued sizes (e.g. from JSON) to tuples."""
-        if self.name not in MODELS:
-            raise ValueError(f"name must be one of {MODELS}, got {self.name!r}")
+        if not isinstance(self.name, str) or self.name not in MODELS:
+            raise ConfigError("model.name", self.name, f"one of {', '.join(MODELS)}")
         # Frozen dataclass: coerce via object.__setattr__ so configs read from JSON/CLI
         # (lists) stay hashable.
-        object.__setattr__(self, "hidden", check_size_tuple("hidden", self.hidden))
+        object.__setattr__(self, "hidden", check_size_tuple("model.hidden", self.hidden))
         object.__setattr__(
-            self, "cnn_channels", check_size_tuple("cnn_channels", self.cnn_channels, 2)
+            self, "cnn_channels", check_size_tuple("model.cnn_channels", self.cnn_channels, 2)
         )
-        check_positive_int("embed_dim", self.embed_dim)
-        check_positive_int("lstm_hidden", self.lstm_hidden)
-        check_positive_int("lstm_layers", self.lstm_layers)
+        check_positive_int("model.embed_dim", self.embed_dim)
+        check_positive_int("model.lstm_hidden", self.lstm_hidden)
+        check_positive_int("model.lstm_layers", self.lstm_layers)
         dropout = self.dropout
         if (
             isinstance(dropout, bool)
@@ -88,4 +90,4 @@ class ModelConfig:
             or not math.isfinite(dropout)
             or not 0.0 <= dropout < 1.0
         ):
-            raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
+            raise ConfigError("model.dropout", dropout, "a number in [0, 1)")

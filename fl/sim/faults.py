@@ -16,6 +16,7 @@ device model (`[devices] availability`, `failure_prob`, `round_timeout_s`). Draw
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from fl.protocol import keys
+from fl.schema import ConfigError
 
 _FAULT_STREAM = 0xFA17
 
@@ -40,11 +42,20 @@ class FaultConfig:
     def __post_init__(self) -> None:
         for name in ("crash_prob", "nan_prob", "corrupt_prob", "bad_metrics_prob"):
             value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= 1):
-                raise ValueError(f"faults.{name} = {value!r} is invalid: must be in [0, 1]")
+            if not (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and 0 <= value <= 1
+            ):
+                raise ConfigError(f"faults.{name}", value, "a probability in [0, 1]")
         total = self.crash_prob + self.nan_prob + self.corrupt_prob + self.bad_metrics_prob
         if total > 1:
-            raise ValueError(f"faults: the probabilities sum to {total:g}, more than 1")
+            raise ConfigError(
+                "faults",
+                dataclasses.asdict(self),
+                f"probabilities that sum to at most 1 (they sum to {total:g})",
+            )
 
     @property
     def active(self) -> bool:

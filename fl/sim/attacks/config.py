@@ -42,7 +42,7 @@ _STATE_KEY = "fl.attack"  # per-node call counter in context.state
 # ---------------------------------------------------------------------------- configuration
 def _invalid(name: str, value: object, allowed: str) -> ConfigError:
     """The project's config error format, naming the dotted field and the value."""
-    return ConfigError(f"attack.{name} = {value!r} is invalid: must be {allowed}")
+    return ConfigError(f"attack.{name}", value, allowed)
 
 
 def _is_real(value: object) -> bool:
@@ -139,7 +139,7 @@ def malicious_nodes(cfg: AttackConfig, num_nodes: int, seed: int) -> frozenset[i
     attackers. Kind "none" has no malicious nodes.
     """
     if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
-        raise ConfigError(f"num_nodes = {num_nodes!r} is invalid: must be an integer ≥ 1")
+        raise ConfigError("num_nodes", num_nodes, "an integer ≥ 1")
     if cfg.kind == "none":
         return frozenset()
     k = min(num_nodes, _round_half_up(cfg.fraction * num_nodes))
