@@ -445,14 +445,14 @@ def test_device_tables_are_package_data_with_their_notice() -> None:
     from pathlib import Path
 
     data = resources.files("fl.sim").joinpath("data")
-    for name in ("phones.csv", "flash_links.csv"):
+    for name in ("phones.json", "flash_links.json"):
         text = data.joinpath(name).read_text(encoding="utf-8")
         assert "BSD-2-Clause" in text and "PKU-Chengxu/FLASH" in text
     assert len(PHONES) == 254 and len(FLASH_BANDWIDTHS_KBPS) == 19
     assert PHONES[0].soc == "Kirin 990 5G" and PHONES[-1].soc == "Intel Atom Z3580"
     assert FLASH_BANDWIDTHS_KBPS[0] == (7491.4, 3369.3, 4935.2, 2767.3)
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    assert "data/*.csv" in pyproject["tool"]["setuptools"]["package-data"]["fl.sim"]
+    assert "data/*.json" in pyproject["tool"]["setuptools"]["package-data"]["fl.sim"]
 
 
 @pytest.mark.parametrize(

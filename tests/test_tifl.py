@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import numpy as np
@@ -294,6 +295,9 @@ def _run_with_noisy_tier(policy: str, seed: int) -> tuple[list[dict], int, TiFL]
         devices = make_population(cfg.devices, cfg.num_nodes, cfg.seed)
         group = min(d.group for d in devices)
         noisy = [i for i, d in enumerate(devices) if d.group == group]
+        # Relabel a private copy: the source's tensors are shared with the process's cached
+        # dataset pool, which other tests (in this worker) load again.
+        ws.data.train = dataclasses.replace(ws.data.train, y=ws.data.train.y.clone())
         labels = ws.data.train.labels
         rng = np.random.default_rng(seed)
         for i in noisy:

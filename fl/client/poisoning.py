@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from fl.client.training import derive_seed
+from fl.client.training import derive_seed, seeded_generator
 
 DATA_ATTACKS: tuple[str, ...] = ("label_flip", "feature_noise", "backdoor")
 NOISE_KINDS: tuple[str, ...] = ("additive", "impulse")
@@ -45,14 +45,10 @@ class DataPoisoning:
     std: float = 10.0
 
 
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed) & ((1 << 63) - 1))
-
-
 # ---------------------------------------------------------------------- data corruption
 def _data_generator(seed: int) -> torch.Generator:
     seed = int(seed)
-    return _generator(derive_seed(seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF, _DATA_STREAM))
+    return seeded_generator(derive_seed(seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF, _DATA_STREAM))
 
 
 def _feature_noise(

@@ -50,6 +50,11 @@ def derive_seed(*parts: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
 
 
+def seeded_generator(seed: int) -> torch.Generator:
+    """A torch CPU generator seeded with the low 63 bits of `seed`."""
+    return torch.Generator().manual_seed(int(seed) & ((1 << 63) - 1))
+
+
 def batch_schedule(n: int, hp: LocalTraining, gen: torch.Generator) -> list[torch.Tensor]:
     """Index batches for one task: shuffled epochs, or `steps` batches cycling through
     fresh permutations."""

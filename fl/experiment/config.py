@@ -173,6 +173,13 @@ class ExperimentConfig:
             self.strategy.clients_per_round,
             f"≤ num_nodes ({self.num_nodes})",
         )
+        own = self.strategy.options.get("clients_per_round")  # TiFL's, if set as an option
+        _check(
+            not isinstance(own, int) or own <= self.num_nodes,
+            "strategy.options.clients_per_round",
+            own,
+            f"≤ num_nodes ({self.num_nodes})",
+        )
         # Constructing a strategy is cheap: doing it here makes every option error a load error.
         build_strategy(
             self.strategy.name,

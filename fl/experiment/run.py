@@ -84,6 +84,11 @@ def run_experiment(
     try:
         exp = Experiment.build(cfg, grid=grid, strategy=strategy, resume=resume)
         result = _run(exp, out_dir, progress, resume)
+    except Exception as exc:  # say why beside the results (Flower's engines report it)
+        if out_dir is not None and Path(out_dir).is_dir():
+            first = (str(exc).splitlines() or [""])[0]
+            (Path(out_dir) / FAILURE_FILE).write_text(f"{type(exc).__name__}: {first}\n")
+        raise
     finally:
         flwr_log.setLevel(level)
     run = RunResult(
@@ -213,6 +218,7 @@ def _prepare_folder(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.toml").write_text(to_toml(cfg.to_dict()))
+    (out / FAILURE_FILE).unlink(missing_ok=True)
     if resume is None:  # an older run's checkpoint and summary are not this run's
         (out / CHECKPOINT_FILE).unlink(missing_ok=True)
         (out / "summary.json").unlink(missing_ok=True)

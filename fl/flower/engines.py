@@ -272,7 +272,7 @@ def flwr_run(
             raise FlowerRunError(f"flwr run did not finish within {timeout_s} s") from exc
     output = (proc.stdout or "") + (proc.stderr or "")
     if (out_dir / FAILURE_FILE).is_file():  # the ServerApp ran, and nothing was learnt
-        raise FlowerRunError(f"the run failed: {(out_dir / FAILURE_FILE).read_text().strip()}")
+        raise FlowerRunError((out_dir / FAILURE_FILE).read_text().strip())
     if proc.returncode != 0 or not (out_dir / "summary.json").is_file():
         tail = "\n".join(output.strip().splitlines()[-30:])
         raise FlowerRunError(

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 CHECKPOINT_FILE = "checkpoint.pkl"
-FORMAT = 1
+FORMAT = 2  # 2: the package layout of fl 0.2 (fl.loops, fl.sim.mailbox)
 
 
 @dataclass

@@ -250,7 +250,7 @@ class VirtualGrid(Grid):
         """
         messages = list(messages)
         for msg in messages:  # refuse a bad push before any of it is dispatched
-            if msg.metadata.message_type.split(".")[0] not in ("train", "evaluate", "query"):
+            if msg.metadata.message_type.split(".")[0] not in keys.DELIVERABLE_TYPES:
                 raise ValueError(f"message_type {msg.metadata.message_type!r} is not deliverable")
             ttl = msg.metadata.ttl
             if not (isinstance(ttl, int | float) and ttl > 0):  # Flower's grids: ttl > 0

@@ -1,7 +1,7 @@
 """Real-device tables of the ``mobile`` population: AI-Benchmark phones and FLASH network links.
 
-The numbers live in package data files beside this module (``fl/sim/data/phones.csv`` and
-``fl/sim/data/flash_links.csv``, read with :mod:`importlib.resources`). Source: the public
+The numbers live in package data files beside this module (``fl/sim/data/phones.json`` and
+``fl/sim/data/flash_links.json``, read with :mod:`importlib.resources`). Source: the public
 repository PKU-Chengxu/FLASH at commit 55cbede (2022-06-02), files ``raw_ai_benchmark_list.json``
 and ``speed_distri.json``, BSD-2-Clause licence, Copyright (c) 2018, TalwalkarLab (FLASH is a fork
 of LEAF). The phone scores come from the AI-Benchmark ranking (ai-benchmark.com, ETH Zurich). The
@@ -10,7 +10,7 @@ data files carry this notice too, as BSD-2-Clause asks.
 
 from __future__ import annotations
 
-import csv
+import json
 from importlib import resources
 from typing import NamedTuple
 
@@ -19,8 +19,8 @@ import numpy as np
 __all__ = ["FLASH_BANDWIDTHS_KBPS", "PHONES", "Link", "Phone", "load_links", "load_phones"]
 
 _DATA_PACKAGE = "fl.sim"
-_PHONES_FILE = "data/phones.csv"
-_LINKS_FILE = "data/flash_links.csv"
+_PHONES_FILE = "data/phones.json"
+_LINKS_FILE = "data/flash_links.json"
 
 
 class Phone(NamedTuple):
@@ -44,10 +44,12 @@ class Link(NamedTuple):
 
 
 def _rows(name: str) -> list[dict[str, str]]:
-    """The rows of a packaged CSV file (``#`` lines are its notice; the first other is a header)."""
+    """The rows of a packaged table (JSON: its notice, column names, rows of strings), as dicts.
+
+    JSON, not CSV: Flower's app packaging (`flwr run`) ships .json files and drops .csv ones."""
     text = resources.files(_DATA_PACKAGE).joinpath(name).read_text(encoding="utf-8")
-    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    return list(csv.DictReader(lines))
+    table = json.loads(text)
+    return [dict(zip(table["columns"], row, strict=True)) for row in table["rows"]]
 
 
 def load_phones() -> tuple[Phone, ...]:

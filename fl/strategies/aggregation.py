@@ -287,6 +287,10 @@ class KrumRule(Aggregator):
     def __post_init__(self) -> None:
         _check_f(self.f)
 
+    def min_inputs(self) -> int:
+        """Krum's guarantee needs n ≥ 2f + 3 rows (n − f − 2 ≥ f + 1 neighbours)."""
+        return 2 * self.f + 3
+
     def aggregate(self, G: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
         i = int(_krum_scores(G, self.f).argmin())
         self.info = {"selected": str(i)}
@@ -308,6 +312,10 @@ class MultiKrumRule(Aggregator):
             isinstance(self.m, bool) or not isinstance(self.m, int) or self.m < 1
         ):
             raise ValueError(f"m = {self.m!r} is invalid: must be None or an integer ≥ 1")
+
+    def min_inputs(self) -> int:
+        """As Krum's: n ≥ 2f + 3 rows."""
+        return 2 * self.f + 3
 
     def aggregate(self, G: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
         n = G.shape[0]

@@ -123,7 +123,7 @@ def _parameters(name: str) -> dict[str, inspect.Parameter]:
     out: dict[str, inspect.Parameter] = {}
     for cls in _init_classes(name):
         try:
-            hints = typing.get_type_hints(vars(cls).get("__init__", cls))
+            hints = typing.get_type_hints(cls.__init__)  # inherited if cls defines none
         except Exception:  # an unresolvable annotation: check that option's type no further
             hints = {}
         for p in inspect.signature(cls).parameters.values():
@@ -219,6 +219,7 @@ def build_strategy(
     federated_eval_fraction: float = 0.0,
     num_rounds: int | None = None,
     seed: int = 0,
+    where: str = "strategy.options",
 ) -> Strategy:
     """Construct strategy `name` selecting exactly `clients_per_round` nodes (0 = all online).
 
@@ -229,12 +230,16 @@ def build_strategy(
     Flower samples `max(int(online × fraction_train), min_train_nodes)` nodes; with
     fraction_train = k/N and min_train_nodes = k this is exactly k whenever all N are online.
     """
-    kwargs = check_strategy(name, options)
+    kwargs = check_strategy(name, options, where)
     params = _parameters(name)
     if "aggregator" in kwargs and name not in ASYNC_STRATEGIES:  # async: a rule name
         agg_name = kwargs.pop("aggregator")
         kwargs["aggregator"] = build_strategy(
-            agg_name, kwargs.pop("aggregator_options", {}), num_nodes=num_nodes, seed=seed
+            agg_name,
+            kwargs.pop("aggregator_options", None) or {},
+            num_nodes=num_nodes,
+            seed=seed,
+            where=f"{where}.aggregator_options",
         )
     k = clients_per_round or num_nodes
     injected = {"clients_per_round": k, "concurrency": k, "num_rounds": num_rounds, "seed": seed}
@@ -244,6 +249,7 @@ def build_strategy(
     if "fraction_train" in params:
         kwargs["fraction_train"] = k / num_nodes
         kwargs["min_train_nodes"] = k if clients_per_round else 1
+    if "min_available_nodes" in params:  # wait for k nodes (any that are online: 1)
         kwargs["min_available_nodes"] = k if clients_per_round else 1
     if "fraction_evaluate" in params and "fraction_evaluate" not in options:
         kwargs["fraction_evaluate"] = federated_eval_fraction
@@ -253,7 +259,7 @@ def build_strategy(
         return STRATEGIES[name](**kwargs)
     except ConfigError as exc:
         if exc.key is not None and exc.key in options:  # the strategy names its own option
-            raise ConfigError(f"strategy.options.{exc.key}", exc.value, exc.rule) from exc
+            raise ConfigError(f"{where}.{exc.key}", exc.value, exc.rule) from exc
         raise
     except (TypeError, ValueError) as exc:
         text = str(exc)
@@ -264,10 +270,10 @@ def build_strategy(
         }
         if named:  # the option the complaint names first
             key = named[min(named)]
-            where, value = f"strategy.options.{key}", options[key]
+            at, value = f"{where}.{key}", options[key]
             rule = _rule_from_message(key, text)
-            message = None if rule is not None else f"{where} = {value!r} is invalid: {text}"
-            raise ConfigError(where, value, rule or text, message=message) from exc
+            message = None if rule is not None else f"{at} = {value!r} is invalid: {text}"
+            raise ConfigError(at, value, rule or text, message=message) from exc
         raise ConfigError(
             f"strategy {name!r} rejected its options {dict(options)}: {text}"
         ) from exc

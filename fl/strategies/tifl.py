@@ -26,13 +26,13 @@ Choices where the paper's text could not be checked (research notes §1.10), all
 - A tier with fewer online nodes than `clients_per_round` contributes all of them; a tier with
   none is skipped for that draw.
 - Aggregation: FedAvg, or any Flower strategy's `aggregate_train` given as `aggregator`.
-- Waiting for nodes: like FedAvg's sampling (Flower's `sample_nodes`), every profiling and
-  training round first waits until `max(min_available_nodes, clients_per_round)` nodes are
-  connected — in virtual time on the virtual grid (`wait_for_nodes`), by polling
-  `get_node_ids()` on Flower's grids.
+- Waiting for nodes: like FedAvg's sampling (Flower's `sample_nodes`), profiling and every
+  training round first wait until `min_available_nodes` nodes are connected — in virtual time
+  on the virtual grid (`wait_for_nodes`), by polling `get_node_ids()` on Flower's grids.
 - FedAvg's `fraction_train` and `min_train_nodes` do not apply (TiFL selects
-  `clients_per_round` nodes from one tier) and are refused with a ValueError; its other options
-  (evaluation sampling, record keys, metric aggregation, `min_available_nodes`) are honoured.
+  `clients_per_round` nodes from one tier): they are not parameters, so passing them is an
+  error; its other options (evaluation sampling, record keys, metric aggregation,
+  `min_available_nodes`) are honoured.
 - If profiling leaves no tiered node (every node missed `t_max`), TiFL logs an error and raises
   a RuntimeError rather than run rounds with no clients.
 """
@@ -92,7 +92,8 @@ class TiFL(FedAvg):
 
     FedAvg's options: `fraction_evaluate`, `min_evaluate_nodes` (non-adaptive federated
     evaluation), `min_available_nodes` (default `clients_per_round`: connected nodes to wait
-    for before each round, profiling included), the record keys and metric aggregators.
+    for before profiling and before each round; a config's `strategy.clients_per_round` sets
+    it), the record keys and metric aggregators.
     `fraction_train` / `min_train_nodes` are not parameters (TiFL selects `clients_per_round`
     nodes from one tier and would ignore them): passing them is a TypeError naming them.
     """
@@ -133,9 +134,9 @@ class TiFL(FedAvg):
             fraction_evaluate=fraction_evaluate,
             min_evaluate_nodes=min_evaluate_nodes,
             min_available_nodes=min_available_nodes,
-            # Not an option: TiFL trains `clients_per_round` nodes a round, and loops that
-            # wait for nodes before a round read it (as `max(min_available, min_train)`).
-            min_train_nodes=clients_per_round,
+            # Not an option: loops that wait for nodes before a round read it (as
+            # `max(min_available, min_train)`); TiFL waits for min_available_nodes.
+            min_train_nodes=min_available_nodes,
             weighted_by_key=weighted_by_key,
             arrayrecord_key=arrayrecord_key,
             configrecord_key=configrecord_key,
@@ -234,14 +235,13 @@ class TiFL(FedAvg):
         On the virtual grid the wait passes in virtual time (`wait_for_nodes`); on Flower's
         grids, Flower's own `sample_nodes` polls `get_node_ids()` (sampling nothing).
         """
-        k = max(int(self.min_available_nodes), self.clients_per_round)
+        k = int(self.min_available_nodes)
         wait = getattr(grid, "wait_for_nodes", None)
         if wait is None:
             sample_nodes(grid, k, 0)
         elif not wait(k):
             msg = (
-                f"TiFL waits for {k} connected nodes (min_available_nodes = "
-                f"{self.min_available_nodes}, clients_per_round = {self.clients_per_round}), "
+                f"TiFL waits for min_available_nodes = {k} connected nodes, "
                 "but fewer will ever be online"
             )
             log(ERROR, msg)
@@ -250,8 +250,8 @@ class TiFL(FedAvg):
     # -------------------------------------------------------------- profiling
     def _profile(self, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> None:
         """Profile every available node's latency, then tier them (timestamps only)."""
+        self._wait_for_nodes(grid)  # once: later profiling rounds profile whoever is connected
         for r in range(self.profiling_rounds):
-            self._wait_for_nodes(grid)
             nodes = sorted(grid.get_node_ids())
             cfg = ConfigRecord(dict(config))
             cfg[keys.SERVER_ROUND] = 0

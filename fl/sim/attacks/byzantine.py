@@ -12,7 +12,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordD
 from flwr.app.message import make_message
 
 from fl.client.poisoning import data_attack_config
-from fl.client.training import derive_seed
+from fl.client.training import derive_seed, seeded_generator
 from fl.protocol import keys
 from fl.sim.attacks.config import (
     _STATE_KEY,
@@ -23,7 +23,6 @@ from fl.sim.attacks.config import (
     is_omniscient,
 )
 from fl.sim.attacks.updates import (
-    _generator,
     additive_noise,
     alie,
     alie_z,
@@ -221,9 +220,9 @@ class ByzantineClientApp:
         if cfg.kind == "sign_flip":
             return sign_flip(own, cfg.scale)
         if cfg.kind == "gaussian":
-            return gaussian_update(own, cfg.std, _generator(seed))
+            return gaussian_update(own, cfg.std, seeded_generator(seed))
         if cfg.kind == "additive":
-            return additive_noise(own, cfg.std, _generator(seed))
+            return additive_noise(own, cfg.std, seeded_generator(seed))
         honest = (
             torch.stack([flat_update(ins, rep, keys) for ins, rep in observed])
             if observed

@@ -12,10 +12,6 @@ from fl.sim.attacks.config import MINMAX_DIRECTIONS, MINMAX_GAMMA_INIT, MINMAX_R
 
 
 # ------------------------------------------------------------------ update-attack formulas
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed) & ((1 << 63) - 1))
-
-
 def sign_flip(delta: torch.Tensor, scale: float) -> torch.Tensor:
     """Scaled sign flip, δ' = −scale·δ: BGMD's "bit flip" attack with scale 5
     (Acharya et al. 2022, `grad_attack_models.py`); scale 1 is FLPoison's sign flipping."""
