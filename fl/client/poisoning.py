@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -34,6 +34,21 @@ KEY_STD = "attack-std"
 _DATA_STREAM = 0xB7A2
 
 
+class PoisonSpec(Protocol):
+    """The data-attack fields a poisoning reads (a `DataPoisoning`, or an attack config)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def target_label(self) -> int: ...
+    @property
+    def trigger_value(self) -> float: ...
+    @property
+    def noise(self) -> str: ...
+    @property
+    def std(self) -> float: ...
+
+
 @dataclass(frozen=True)
 class DataPoisoning:
     """What a node is asked to do to its data: the data-attack fields of an attack config."""
@@ -53,7 +68,7 @@ def _data_generator(seed: int) -> torch.Generator:
 
 def _feature_noise(
     x: torch.Tensor,
-    cfg: DataPoisoning,
+    cfg: PoisonSpec,
     gen: torch.Generator,
     value_range: tuple[float, float],
     vocab_size: int,
@@ -97,7 +112,7 @@ def _stamp_trigger(x: torch.Tensor, value: float, vocab_size: int) -> torch.Tens
 def corrupt_data(
     x: torch.Tensor,
     y: torch.Tensor,
-    cfg: DataPoisoning,
+    cfg: PoisonSpec,
     num_classes: int,
     seed: int,
     *,
@@ -139,7 +154,7 @@ def corrupt_data(
     raise ValueError(f"corrupt_data: {cfg.kind!r} is not a data attack ({DATA_ATTACKS})")
 
 
-def data_attack_config(cfg: DataPoisoning) -> dict[str, Any]:
+def data_attack_config(cfg: PoisonSpec) -> dict[str, Any]:
     """The ConfigRecord entries that ask a node to poison its training data with `cfg`."""
     return {
         KEY_DATA: cfg.kind,

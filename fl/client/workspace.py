@@ -169,9 +169,8 @@ def prepare_train(msg: Message, context: Context) -> TrainTask:
     hp = local_training(ws.config, request)
     x_tr, y_tr, _, _ = ws.data.node(pid)
     start = ws.decode(next(iter(msg.content.array_records.values())))
-    server_round = (
-        int(request[keys.SERVER_ROUND]) if request and keys.SERVER_ROUND in request else 0
-    )  # type: ignore[arg-type]
+    sent_round = request.get(keys.SERVER_ROUND) if request else None
+    server_round = int(sent_round) if sent_round is not None else 0  # type: ignore[arg-type]
     seed = derive_seed(ws.config.seed, pid, server_round, _next_call(context))
     attack = data_attack_from_config(request or {})
     if attack is not None:  # a Byzantine wrapper asked this node to poison its own data

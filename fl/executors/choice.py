@@ -21,15 +21,22 @@ from fl.executors.vmap import batchable
 class RunPlan(Protocol):
     """What the executor choice reads of a run (an `ExperimentConfig` is one)."""
 
-    executor: str
-    workers: int
-    torch_threads: int
-    num_nodes: int
-    rounds: int
-    train: Any  # steps, batch_size, epochs
-    strategy: Any  # clients_per_round
-    model: Any  # name
-
+    @property
+    def executor(self) -> str: ...
+    @property
+    def workers(self) -> int: ...
+    @property
+    def torch_threads(self) -> int: ...
+    @property
+    def num_nodes(self) -> int: ...
+    @property
+    def rounds(self) -> int: ...
+    @property
+    def train(self) -> Any: ...  # steps, batch_size, epochs
+    @property
+    def strategy(self) -> Any: ...  # clients_per_round
+    @property
+    def model(self) -> Any: ...  # name
     @property
     def asynchronous(self) -> bool:
         """Whether `rounds` counts model updates of an asynchronous strategy."""
