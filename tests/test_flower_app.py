@@ -81,17 +81,17 @@ def test_flower_run_config_round_trips_lists_none_and_options() -> None:
 
 
 # Enough local work to learn in a few rounds: on the virtual grid these configs go from
-# 0.09-0.11 (the initial model) to 0.81-0.82 (TiFL, 3 rounds), 0.87-0.92 (AdaSGD, 10 updates)
-# and 0.87-0.88 (BGMD, 4 rounds) over seeds 1-3, a gain of at least 0.71. On Ray the order of
+# 0.09-0.11 (the initial model) to 0.69-0.80 (TiFL, 2 rounds), 0.81-0.84 (AdaSGD, 6 updates)
+# and 0.82-0.87 (BGMD, 3 rounds) over seeds 1-3, a gain of at least 0.59. On Ray the order of
 # arrivals is real, not simulated, so the runs differ; half that gain is the bar.
 LEARNS = {"train": {"steps": 30, "batch_size": 16, "lr": 0.2}}
-MIN_GAIN = 0.35
+MIN_GAIN = 0.3
 
 
 @pytest.mark.slow
 def test_tifl_adasgd_and_bgmd_run_on_the_ray_simulation_engine(tmp_path: Path) -> None:
     home = tmp_path / "flwr-home"
-    for name, rounds in (("tifl", 3), ("adasgd", 10), ("bgmd", 4)):
+    for name, rounds in (("tifl", 2), ("adasgd", 6), ("bgmd", 3)):
         out = run_on_flower(
             _cfg(name, rounds=rounds, **LEARNS), tmp_path / name, cpus_per_client=1, home=home
         )
