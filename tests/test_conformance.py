@@ -18,14 +18,12 @@ from flwr.app import (
     Array,
     ArrayRecord,
     ConfigRecord,
-    Context,
     Message,
     Metadata,
-    MetricRecord,
     RecordDict,
 )
-from flwr.clientapp import ClientApp
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+from test_grid import make_app  # adds 1 to the weights; 10 examples, 1e7 FLOPs a node
 
 from fl.schema import ConfigError
 from fl.sim import flower_internals as fi
@@ -33,28 +31,6 @@ from fl.sim.devices import DeviceProfile
 from fl.sim.grid import VirtualGrid
 from fl.strategies import TiFL
 from fl.strategies.registry import build_strategy, check_strategy
-
-
-def make_app() -> ClientApp:
-    """Adds 1 to the weights; each node reports 10 examples (1e7 FLOPs)."""
-    app = ClientApp()
-
-    @app.train()
-    def train(msg: Message, context: Context) -> Message:
-        w = msg.content["arrays"]["w"].numpy() + 1.0
-        metrics = MetricRecord({"num-examples": 10, "work-flops": 1e7})
-        return Message(
-            RecordDict({"arrays": ArrayRecord({"w": Array(w)}), "metrics": metrics}),
-            reply_to=msg,
-        )
-
-    @app.evaluate()
-    def evaluate(msg: Message, context: Context) -> Message:
-        return Message(
-            RecordDict({"metrics": MetricRecord({"num-examples": 1, "acc": 1.0})}), reply_to=msg
-        )
-
-    return app
 
 
 @dataclasses.dataclass(frozen=True)

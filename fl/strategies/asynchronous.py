@@ -180,8 +180,8 @@ class AsyncStrategy(Strategy):
         self.resting.clear()
         self.rejected.clear()
         self.update_log.clear()
-        if getattr(self, "rule", None) is not None:  # a fresh rule: BGMD's memory, GM's warm start
-            self.rule = make_aggregator(self.aggregator, self.aggregator_options)
+        # a fresh rule: BGMD's memory and GM's warm start belong to one run
+        self.rule = make_aggregator(self.aggregator, self.aggregator_options)
         self.window_info = {}
 
     def _ensure(self, arrays: ArrayRecord) -> None:
@@ -249,7 +249,7 @@ class AsyncStrategy(Strategy):
             return False
         if reply.has_error():
             return False
-        weight_key = getattr(self, "weighted_by_key", keys.NUM_EXAMPLES)
+        weight_key = self.weighted_by_key
         problem = reply_problem(reply, task.arrays, weight_key)
         counts = None
         if problem is None:
@@ -340,7 +340,7 @@ class AsyncStrategy(Strategy):
         assert self.weights is not None and self.layout is not None and self.arrays is not None
         self.window_info = {}
         self.weights = self.apply_window(kept, weights)
-        info.update(getattr(self, "window_info", {}))
+        info.update(self.window_info)
         self.arrays = unflatten(self.weights, self.layout, self.arrays)
         for u in window:
             self.staleness_counts[u.staleness] = self.staleness_counts.get(u.staleness, 0) + 1
@@ -360,8 +360,7 @@ class AsyncStrategy(Strategy):
 
     def _robust_rule(self) -> Aggregator | None:
         """The window's rule if it is not the mean (None: today's mean code path)."""
-        rule = getattr(self, "rule", None)  # (strategies pickled before rules existed: mean)
-        return None if rule is None or rule.name == "mean" else rule
+        return None if self.rule.name == "mean" else self.rule
 
     def apply_window(self, window: list[Update], weights: list[float]) -> torch.Tensor:
         """w + η_v · mean_i(λ_i Δ_i) (or the num-examples-weighted mean); with a robust rule
@@ -432,7 +431,7 @@ class AsyncStrategy(Strategy):
             ),
             **(
                 {"weighted_by_key": self.weighted_by_key}
-                if getattr(self, "weighted_by_key", keys.NUM_EXAMPLES) != keys.NUM_EXAMPLES
+                if self.weighted_by_key != keys.NUM_EXAMPLES
                 else {}
             ),
         }
