@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 CHECKPOINT_FILE = "checkpoint.pkl"
-FORMAT = 2  # 2: the package layout of fl 0.2 (fl.loops, fl.sim.mailbox)
+FORMAT = 3  # 2: the package layout of fl 0.2 (fl.loops, fl.sim.mailbox); 3: async defences
 
 
 @dataclass

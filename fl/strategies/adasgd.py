@@ -28,6 +28,14 @@ Choices where the paper and the authors' code differ or are silent (research not
   staleness distribution is still being learnt (the first wave of a loop has τ = 0, 1, ..., C−1).
 - An update without `label-counts` has similarity 1 (never boosted).
 
+Label counts are what the client *says* (`forge_labels`: an attacker reports all its examples
+on a class it barely holds, the one-hot p that minimises BC(p, q)). The strategy checks that
+they are integer counts summing to `examples-processed` (`AsyncStrategy`), which a consistent
+liar passes, so the bound is on what the boost can buy: with `max_weight = 1` (the default) a
+boosted update never outweighs a fresh one, so forging labels gains a stale attacker no more
+than answering fast would; `boost = False` removes the lever. `max_weight = inf` is FLeet's
+unbounded boost (up to 1/floor × λ).
+
 With `aggregator = "<rule>"` the mean is replaced by a robust rule over the pre-scaled deltas:
 w ← w + η_v · rule(λ_1 Δ_1, …, λ_M Δ_M) (see `AsyncStrategy`); with M = 1 every rule returns
 λ Δ itself, so a robust rule needs `buffer_size` > 1 to do anything.
@@ -116,8 +124,8 @@ class AdaSGD(AsyncStrategy):
             raise ValueError(f"boost_floor = {boost_floor!r} is invalid: must be in (0, 1]")
         if not (math.isfinite(boost_margin) and boost_margin >= 1):
             raise ValueError(f"boost_margin = {boost_margin!r} is invalid: must be ≥ 1")
-        if not (math.isfinite(max_weight) and max_weight > 0):
-            raise ValueError(f"max_weight = {max_weight!r} is invalid: must be > 0")
+        if not (isinstance(max_weight, int | float) and max_weight > 0):
+            raise ValueError(f"max_weight = {max_weight!r} is invalid: must be > 0 (inf: no cap)")
         if warmup_updates is not None and warmup_updates < 0:
             raise ValueError(f"warmup_updates = {warmup_updates!r} is invalid: must be ≥ 0")
         self.staleness_percentile = float(staleness_percentile)

@@ -27,6 +27,15 @@ Byzantine rows tolerated, [·]_j coordinate j, ‖·‖ the Euclidean norm.
 Only ``mean`` and ``geomedian``/``bgmd`` use the weights (the GM as w_i in its objective); the
 order-statistic rules (median, trimmed_mean, krum, multikrum, bulyan) ignore them, as Flower's
 FedMedian, FedTrimmedAvg, Krum and Bulyan do.
+
+Weights from what clients report (`num-examples`) are attacker-controlled: one node claiming
+10⁹ examples owns a weighted median. `bounded_weights` is the rule the robust strategies apply
+when asked to weight: w_i = min(n_i, c · median_j n_j). With a fraction α < 1/2 of lying rows
+the median lies in the honest range [N_min, N_max], every honest weight is ≥ N_min (c ≥ 1) and
+every lying one ≤ c · N_max, so the liars hold less than half the weight — the weighted GM's
+breakdown condition — whenever α < 1 / (1 + c · N_max / N_min): 1/2 for c = 1 and equal honest
+counts, lower as honest counts spread. Unweighted (the default), the GM's breakdown point is
+1/2 whatever is reported.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ __all__ = [
     "MedianRule",
     "MultiKrumRule",
     "TrimmedMeanRule",
+    "bounded_weights",
     "make_aggregator",
 ]
 
@@ -75,6 +85,18 @@ def _check_stack(G: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor 
             f"weights must be finite, ≥ 0, of shape ({G.shape[0]},) with a positive sum"
         )
     return w
+
+
+def bounded_weights(reported: torch.Tensor, clip: float = 1.0) -> tuple[torch.Tensor, int]:
+    """(w, how many were clipped): w_i = min(n_i, clip · median(n)) over the reported counts n
+    (the lower median for even n). `clip` ≥ 1; `math.inf` trusts the reports unbounded."""
+    if not (isinstance(clip, int | float) and not isinstance(clip, bool) and clip >= 1):
+        raise ValueError(f"weight_clip = {clip!r} is invalid: must be ≥ 1 (inf: unbounded)")
+    n = torch.as_tensor(reported, dtype=torch.float64)
+    if math.isinf(clip):
+        return n, 0
+    cap = float(clip) * float(n.median())
+    return n.clamp(max=cap), int((n > cap).sum())
 
 
 @dataclass

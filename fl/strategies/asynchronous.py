@@ -7,6 +7,25 @@ the strategy applies them in one model update and the version grows by one (M = 
 asynchronous; M > 1: FedBuff-style). What differs between AdaSGD, DynSGD, FedAsync and FedBuff is
 only the weight of each update (`update_weight`) and how a window is applied (`apply_window`).
 
+Distrust: what a client reports is attacker input. Staleness comes from server-side versions
+(the task table), never from the reply. Label counts must be integer counts summing to the
+reply's `examples-processed`; a reply that names a `model-version` other than the one it was
+sent is rejected. Two defences bound what fast or replaying attackers gain:
+
+- **Rate limit** (`rate_limit` = r, `rate_window` = W): a node is handed no work while r of the
+  last W accepted updates are its own. F malicious nodes then hold at most r·F of any W
+  consecutive accepted updates, so with r·F < W/2 a robust rule over a window of W (or the
+  AdaSGD stream) keeps an honest majority however fast the attackers are. If every idle node is
+  over its limit and nothing is in flight the limit is waived (`rate_limit_waived`), so a run
+  cannot stall.
+- **Replay check** (`replay_check`; off by default, since a deterministic client — full-batch
+  training, a toy that returns a fixed step — legitimately repeats its delta): each node's
+  last `REPLAY_MEMORY` deltas are kept as a sketch (`REPLAY_SKETCH` fixed coordinates); a
+  delta within relative distance `REPLAY_TOLERANCE` of one of them is rejected as a replay. An
+  honest node's deltas differ by its fresh mini-batches and the moved model, far more than
+  10⁻⁶; an attacker resending an old delta against a fresh version (`stale_replay`) is caught
+  unless it perturbs it — then it is an ordinary stale update, bounded by the robust rule.
+
 Composition: a strategy = selection (here: idle nodes, uniformly) × aggregation rule
 (`aggregator`, one of `fl.strategies.aggregation.AGGREGATORS`) × staleness policy (the subclass's
 λ(τ)). With a robust rule, each buffered delta is pre-scaled by its staleness weight λ_i (computed
@@ -30,6 +49,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -45,9 +65,15 @@ from fl.protocol.replies import reply_problem
 from fl.strategies.aggregation import AGGREGATORS, Aggregator, make_aggregator
 from fl.strategies.async_driver import AsyncSettings, EvaluateEachUpdate, pump
 from fl.strategies.flatten import Layout, flatten, layout_of, unflatten
-from fl.strategies.updates import Task, Update, parse_label_counts
+from fl.strategies.updates import Task, Update, label_counts_problem, parse_label_counts
 
 WEIGHTINGS = ("uniform", "examples")
+REPLAY_MEMORY = 4
+"""Deltas per node the replay check remembers."""
+REPLAY_SKETCH = 256
+"""Coordinates (fixed, seeded) of each remembered delta."""
+REPLAY_TOLERANCE = 1e-6
+"""‖a − b‖ ≤ this × ‖b‖ on the sketch: a replay."""
 
 
 def _check(ok: bool, name: str, value: Any, rule: str) -> None:
@@ -86,6 +112,10 @@ class AsyncStrategy(Strategy):
         `fl.strategies.aggregation`); aggregator_options: the rule's options.
     weighted_by_key: the reply metric holding the number of examples (Flower's
         `weighted_by_key`); it must be present and a finite number ≥ 0 in every reply.
+    rate_limit: r, the most of the last `rate_window` accepted updates one node may hold
+        before it gets no more work (None: no limit).
+    rate_window: W (None: `buffer_size` if > 1, else `concurrency`).
+    replay_check: reject a delta equal to one the same node sent before (see above).
     """
 
     def __init__(
@@ -102,6 +132,9 @@ class AsyncStrategy(Strategy):
         aggregator: str = "mean",
         aggregator_options: Mapping[str, Any] | None = None,
         weighted_by_key: str = keys.NUM_EXAMPLES,
+        rate_limit: int | None = None,
+        rate_window: int | None = None,
+        replay_check: bool = False,
     ) -> None:
         _check(int(concurrency) == concurrency and concurrency >= 1, "concurrency",
                concurrency, "an integer ≥ 1")  # fmt: skip
@@ -116,6 +149,10 @@ class AsyncStrategy(Strategy):
                aggregator, f"one of {AGGREGATORS}")  # fmt: skip
         _check(isinstance(weighted_by_key, str) and bool(weighted_by_key), "weighted_by_key",
                weighted_by_key, "a non-empty metric name")  # fmt: skip
+        _check(rate_limit is None or (int(rate_limit) == rate_limit and rate_limit >= 1),
+               "rate_limit", rate_limit, "None or an integer ≥ 1")  # fmt: skip
+        _check(rate_window is None or (int(rate_window) == rate_window and rate_window >= 1),
+               "rate_window", rate_window, "None or an integer ≥ 1")  # fmt: skip
         if aggregator != "mean" and weighting != "uniform":
             raise ValueError(
                 f"weighting = {weighting!r} is invalid with aggregator = {aggregator!r}: "
@@ -147,6 +184,10 @@ class AsyncStrategy(Strategy):
         self.profiler = profiler
         self.seed = int(seed)
         self.rng = np.random.default_rng(seed)
+        self.rate_limit = None if rate_limit is None else int(rate_limit)
+        window = rate_window or (self.buffer_size if self.buffer_size > 1 else self.concurrency)
+        self.rate_window = int(window)
+        self.replay_check = bool(replay_check)
         # State.
         self.version = 0
         self.arrays: ArrayRecord | None = None
@@ -163,6 +204,10 @@ class AsyncStrategy(Strategy):
         self.rejected: list[tuple[int, str]] = []
         self.update_log: list[dict[str, Any]] = []  # one entry per model update (drained)
         self.window_info: dict[str, Any] = {}  # what the robust rule reported on the last window
+        self.recent: deque[int] = deque(maxlen=self.rate_window)  # nodes of accepted updates
+        self.rate_limit_waived = 0
+        self.sketch_index: torch.Tensor | None = None  # the replay check's coordinates
+        self.sketches: dict[int, deque[torch.Tensor]] = {}
 
     # ----------------------------------------------------------------- model
     def initialize(self, arrays: ArrayRecord) -> None:
@@ -183,6 +228,16 @@ class AsyncStrategy(Strategy):
         # a fresh rule: BGMD's memory and GM's warm start belong to one run
         self.rule = make_aggregator(self.aggregator, self.aggregator_options)
         self.window_info = {}
+        self.recent.clear()
+        self.rate_limit_waived = 0
+        self.sketches.clear()
+        d = int(self.weights.numel())
+        gen = torch.Generator().manual_seed(self.seed)
+        self.sketch_index = (
+            torch.arange(d)
+            if d <= REPLAY_SKETCH
+            else torch.randperm(d, generator=gen)[:REPLAY_SKETCH].sort().values
+        )
 
     def _ensure(self, arrays: ArrayRecord) -> None:
         if self.arrays is None:
@@ -218,6 +273,13 @@ class AsyncStrategy(Strategy):
         self._ensure(arrays)
         free = self.concurrency - len(self.tasks)
         idle = self.idle_nodes(grid)
+        if self.rate_limit is not None and idle:
+            held = {n: self.recent.count(n) for n in set(self.recent)}
+            under = [n for n in idle if held.get(n, 0) < self.rate_limit]
+            if not under and not self.tasks:  # all over their limit, nobody busy: waive it
+                self.rate_limit_waived += 1
+                under = idle
+            idle = under
         if free <= 0 or not idle:
             return []
         picks = self.rng.choice(len(idle), size=min(free, len(idle)), replace=False)
@@ -260,6 +322,11 @@ class AsyncStrategy(Strategy):
                     f"{keys.LABEL_COUNTS} has {len(counts)} classes, earlier replies "
                     f"{self.num_labels}"
                 )
+            if problem is None and counts is not None:
+                problem = label_counts_problem(counts, metrics)
+            claimed = metrics.get(keys.MODEL_VERSION)
+            if problem is None and claimed is not None and claimed != task.version:
+                problem = f"{keys.MODEL_VERSION} = {claimed!r}, but it was sent {task.version}"
         if problem is not None:
             self.rejected.append((node_id, problem))
             return False
@@ -269,6 +336,10 @@ class AsyncStrategy(Strategy):
         rec = next(iter(reply.content.array_records.values()))
         model = flatten(rec, self.layout, torch.float64)
         delta = model - flatten(task.arrays, self.layout, torch.float64)
+        replayed = self._replayed(node_id, delta)
+        if replayed is not None:
+            self.rejected.append((node_id, replayed))
+            return False
         metrics = next(iter(reply.content.metric_records.values()))
         scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
         if self.profiler is not None:
@@ -286,9 +357,26 @@ class AsyncStrategy(Strategy):
                 reply=reply,
             )
         )
+        self.recent.append(node_id)
         if len(self.buffer) < self.buffer_size:
             return False
         return self._apply_buffer()
+
+    def _replayed(self, node_id: int, delta: torch.Tensor) -> str | None:
+        """Why `delta` is a replay of one of the node's earlier deltas (None: it is new); a new
+        delta is remembered."""
+        if not self.replay_check or self.sketch_index is None:
+            return None
+        sketch = delta[self.sketch_index]
+        norm = float(sketch.norm())
+        seen = self.sketches.setdefault(node_id, deque(maxlen=REPLAY_MEMORY))
+        for old in seen:
+            ref = float(old.norm())
+            if ref > 0 and float((sketch - old).norm()) <= REPLAY_TOLERANCE * ref:
+                return "replayed update: its delta equals one the node sent before"
+        if norm > 0:
+            seen.append(sketch)
+        return None
 
     def _apply_buffer(self) -> bool:
         """Apply the buffered window; False if `max_staleness` dropped all of it (no update)."""
@@ -327,6 +415,8 @@ class AsyncStrategy(Strategy):
             "max_staleness": max(u.staleness for u in window),
             "server_lr": self.server_rate(),
         }
+        if self.rate_limit is not None:
+            info["rate_limit_waived"] = self.rate_limit_waived
         weights: list[float] = []
         for u in kept:
             w, extra = self.update_weight(u)
@@ -429,6 +519,12 @@ class AsyncStrategy(Strategy):
                 if self._robust_rule() is not None
                 else {}
             ),
+            **(
+                {"rate_limit": self.rate_limit, "rate_window": self.rate_window}
+                if self.rate_limit is not None
+                else {}
+            ),
+            **({"replay_check": True} if self.replay_check else {}),
             **(
                 {"weighted_by_key": self.weighted_by_key}
                 if self.weighted_by_key != keys.NUM_EXAMPLES

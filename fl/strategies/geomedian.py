@@ -6,12 +6,18 @@ translation equivariance harmless and matches BGMD's formulation on gradients (t
 learning rate is folded into δ, as the authors fold γ into G).
 
 - `GeometricMedian`: the smoothed Weiszfeld geometric median of the deltas (Pillutla et al.,
-  RFA), weighted by `num-examples` by default; `method="vardi"` for Vardi–Zhang.
+  RFA), unweighted by default; `method="vardi"` for Vardi–Zhang.
 - `BlockGeometricMedian`: BGMD (Acharya et al., AISTATS 2022): stack the deltas into G (n×d),
   add the memory, keep a block of k = β·d coordinates (top-k column norm, as the authors' code
   does; `selector="sample"` samples ∝ squared column norm, as the paper's Algorithm 2), take the
   geometric median of the block, and carry the residual of the other coordinates in a memory
   (mean over rows — the paper; `memory_reduce="median"` is a robust deviation, see the README).
+
+Distrust by default: `num-examples` is what a client *says*, so it does not weight the median
+unless `weighted=True`, and then each weight is clipped to `weight_clip` × the median reported
+count (`fl.strategies.aggregation.bounded_weights`, which states the breakdown point); how many
+weights were clipped is logged (`weights_clipped`). RFA weights by sample counts, which it can
+trust; a weighted median with attacker-chosen weights has breakdown point 0.
 
 Replies with NaN/Inf, wrong shapes or dtypes, or bad `num-examples` are rejected and counted
 (`last_round_info["rejected"]`), never aggregated. With no valid reply the model is unchanged,
@@ -33,6 +39,7 @@ from flwr.serverapp.strategy import FedAvg
 from fl.protocol.replies import split_replies
 from fl.robust.bgmd import block_geometric_median
 from fl.robust.geomedian import geometric_median
+from fl.strategies.aggregation import bounded_weights
 from fl.strategies.flatten import Layout, flatten, layout_of, unflatten
 
 GM_METHODS = ("weiszfeld", "vardi")
@@ -41,15 +48,29 @@ GM_METHODS = ("weiszfeld", "vardi")
 class GeometricMedian(FedAvg):
     """RFA: the new model is g + GM(δ_1..δ_n) (Pillutla et al., 2022).
 
-    Parameters (beyond FedAvg's): weighted (weights = num-examples), method ("weiszfeld" |
-    "vardi"), nu (smoothing), tol, max_iter, warm_start (start the solver at the previous
-    round's aggregate delta instead of the weighted mean).
+    Parameters (beyond FedAvg's)
+    ----------------------------
+    weighted : bool
+        Weight each delta by its reported `num-examples`, clipped (default False: unweighted,
+        breakdown point 1/2 whatever clients report).
+    weight_clip : float
+        With `weighted`, w_i = min(n_i, weight_clip × median reported n); ≥ 1, `inf` trusts
+        the reports unbounded.
+    method : str
+        "weiszfeld" (smoothed, RFA) or "vardi" (Vardi–Zhang).
+    nu, tol : float
+        Smoothing and stopping tolerance of the solver.
+    max_iter : int
+        Solver iterations at most.
+    warm_start : bool
+        Start the solver at the previous round's aggregate delta instead of the mean.
     """
 
     def __init__(
         self,
         *,
-        weighted: bool = True,
+        weighted: bool = False,
+        weight_clip: float = 1.0,
         method: str = "weiszfeld",
         nu: float = 1e-6,
         tol: float = 1e-6,
@@ -67,7 +88,9 @@ class GeometricMedian(FedAvg):
                 f"nu = {nu!r}, tol = {tol!r}, max_iter = {max_iter!r}: "
                 "need nu > 0, tol > 0, max_iter ≥ 1"
             )
+        bounded_weights(torch.ones(1), weight_clip)  # validates weight_clip
         self.weighted = weighted
+        self.weight_clip = float(weight_clip)
         self.method = method
         self.gm_kwargs = {"method": method, "nu": nu, "tol": tol, "max_iter": max_iter}
         self.warm_start = warm_start
@@ -118,9 +141,11 @@ class GeometricMedian(FedAvg):
         )
         weights = None
         if self.weighted:
-            weights = torch.tensor(
+            reported = torch.tensor(
                 [_num_examples(r, self.weighted_by_key) for r in ok], dtype=torch.float64
             )
+            weights, clipped = bounded_weights(reported, self.weight_clip)
+            self.last_round_info["weights_clipped"] = clipped
             if float(weights.sum()) <= 0:
                 weights = None
         step = self._aggregate(G, weights)  # (the round loop times aggregation, not us)
@@ -149,7 +174,8 @@ class BlockGeometricMedian(GeometricMedian):
     Parameters (beyond GeometricMedian's): beta (block fraction β), selector ("topk" | "sample"),
     memory_reduce ("mean": faithful | "median": robust deviation, not in the paper), seed (for
     `selector="sample"`). Defaults follow the authors' experiments: β = 0.1, top-k, mean memory,
-    Vardi–Zhang would be `method="vardi", tol=1e-5, max_iter=50`.
+    Vardi–Zhang would be `method="vardi", tol=1e-5, max_iter=50`. `warm_start` is refused:
+    the block changes between rounds, so the previous median lies on other coordinates.
     """
 
     def __init__(
@@ -161,6 +187,11 @@ class BlockGeometricMedian(GeometricMedian):
         seed: int = 0,
         **kwargs: Any,
     ) -> None:
+        if kwargs.get("warm_start"):
+            raise ValueError(
+                "warm_start = True is invalid for bgmd: each round's block is other "
+                "coordinates, so the previous median is no starting point (use geomedian)"
+            )
         super().__init__(**kwargs)
         if not 0 < beta <= 1:
             raise ValueError(f"beta = {beta!r} is invalid: must be in (0, 1]")

@@ -39,6 +39,7 @@ from fl.strategies.asynchronous import AsyncStrategy
 from fl.strategies.fedasync import FedAsync
 from fl.strategies.fedbuff import FedBuff
 from fl.strategies.geomedian import BlockGeometricMedian, GeometricMedian
+from fl.strategies.robust import RobustAggregation
 from fl.strategies.tifl import TiFL
 
 STRATEGIES: dict[str, Callable[..., Strategy]] = {
@@ -56,6 +57,7 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "tifl": TiFL,
     "geomedian": GeometricMedian,
     "bgmd": BlockGeometricMedian,
+    "robust": RobustAggregation,
     "adasgd": AdaSGD,
     "dynsgd": DynSGD,
     "asyncsgd": AsyncSGD,
@@ -68,6 +70,9 @@ ASYNC_STRATEGIES = tuple(
     for name, factory in STRATEGIES.items()
     if isinstance(factory, type) and issubclass(factory, AsyncStrategy)
 )
+
+# Strategies whose `aggregator` option names a rule of fl.strategies.aggregation (not a strategy).
+RULE_STRATEGIES = (*ASYNC_STRATEGIES, "robust")
 
 # Strategies whose aggregation another strategy (TiFL) may borrow: their aggregate_train needs
 # only the replies (and, for ours, the model sent, passed through `set_reference`). FedAvgM and
@@ -171,13 +176,13 @@ def check_strategy(
     if not isinstance(options, Mapping):
         raise ConfigError(where, options, "a table of constructor options")
     params = _parameters(name)
-    if "aggregator" in options and name in ASYNC_STRATEGIES:
+    if "aggregator" in options and name in RULE_STRATEGIES:
         agg = options["aggregator"]
         if not isinstance(agg, str) or agg not in AGGREGATORS:
             raise ConfigError(
                 f"{where}.aggregator",
                 agg,
-                f"one of {', '.join(AGGREGATORS)} (a rule over the buffered deltas)",
+                f"one of {', '.join(AGGREGATORS)} (a rule over the deltas)",
             )
     elif "aggregator" in options:
         agg = options["aggregator"]
@@ -232,7 +237,7 @@ def build_strategy(
     """
     kwargs = check_strategy(name, options, where)
     params = _parameters(name)
-    if "aggregator" in kwargs and name not in ASYNC_STRATEGIES:  # async: a rule name
+    if "aggregator" in kwargs and name not in RULE_STRATEGIES:  # a strategy name
         agg_name = kwargs.pop("aggregator")
         kwargs["aggregator"] = build_strategy(
             agg_name,

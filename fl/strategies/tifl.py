@@ -33,6 +33,17 @@ Choices where the paper's text could not be checked (research notes §1.10), all
   `clients_per_round` nodes from one tier): they are not parameters, so passing them is an
   error; its other options (evaluation sampling, record keys, metric aggregation,
   `min_available_nodes`) are honoured.
+- Malicious nodes on fast devices (or that answer fast) concentrate in the fast tiers: with 20 %
+  attackers holding the fastest devices, `policy="fast"` draws every round from a tier that is
+  all attackers, and no robust aggregator survives a malicious majority among its rows. Defence
+  (`num_malicious_nodes` = f > 0): the round's pool is the drawn tier widened by its nearest
+  tiers (faster first, then slower) until it holds ≥ `pool_factor` · f online nodes. Even if
+  every attacker sits in it, the pool's malicious share is then ≤ 1/pool_factor, and a cohort
+  of k drawn from it is hypergeometric with that mean: with k = 10 and pool_factor = 4 a
+  malicious majority (≥ 6 of 10) has probability ≈ 1.3 % per round (binomial bound), under
+  the 1/2 breakdown point of the geometric median the cohort is aggregated with (`aggregator`).
+  The price is latency: the widened pool reaches into slower tiers (`pool_tiers` is logged).
+  The server must assume f, as Krum does; TiFL's tier credits and probabilities are unchanged.
 - If profiling leaves no tiered node (every node missed `t_max`), TiFL logs an error and raises
   a RuntimeError rather than run rounds with no clients.
 """
@@ -88,6 +99,8 @@ class TiFL(FedAvg):
     require_no_improvement: update only if the last tier's accuracy did not improve.
     accuracy_key: the evaluate-reply metric used as tier accuracy.
     aggregator: a Flower strategy whose `aggregate_train` aggregates (default: FedAvg's).
+    num_malicious_nodes: f, malicious nodes a round's pool must dilute (0: pools are tiers).
+    pool_factor: a round's pool holds ≥ pool_factor · f online nodes (see above).
     seed: seeds tier draws and node sampling.
 
     FedAvg's options: `fraction_evaluate`, `min_evaluate_nodes` (non-adaptive federated
@@ -117,6 +130,8 @@ class TiFL(FedAvg):
         require_no_improvement: bool = True,
         accuracy_key: str = keys.EVAL_ACC,
         aggregator: Strategy | None = None,
+        num_malicious_nodes: int = 0,
+        pool_factor: float = 4.0,
         seed: int = 0,
         fraction_evaluate: float = 1.0,
         min_evaluate_nodes: int = 2,
@@ -163,6 +178,11 @@ class TiFL(FedAvg):
                "given for policy 'static'")  # fmt: skip
         _check(policy != "adaptive" or num_rounds is not None or credit_fractions is None,
                "num_rounds", num_rounds, "given to turn credit_fractions into credits")  # fmt: skip
+        _check(num_malicious_nodes >= 0, "num_malicious_nodes", num_malicious_nodes, "≥ 0")
+        _check(math.isfinite(pool_factor) and pool_factor >= 2, "pool_factor", pool_factor,
+               "≥ 2 (a pool must keep an honest majority)")  # fmt: skip
+        self.num_malicious_nodes = int(num_malicious_nodes)
+        self.pool_factor = float(pool_factor)
         self.policy = policy
         self.clients_per_round = clients_per_round
         self.num_tiers = num_tiers
@@ -223,6 +243,10 @@ class TiFL(FedAvg):
         log(INFO, "\t├──> TiFL: policy '%s', %d tiers", self.policy, self.num_tiers)
         log(INFO, "\t│\t├──Nodes per round: %d (from one tier)", self.clients_per_round)
         log(INFO, "\t│\t├──Profiling: %d rounds, t_max %g", self.profiling_rounds, self.t_max)
+        if self.num_malicious_nodes:
+            log(INFO, "\t│\t├──Pools widened to ≥ %g nodes (f = %d, pool_factor %g)",
+                self.pool_factor * self.num_malicious_nodes, self.num_malicious_nodes,
+                self.pool_factor)  # fmt: skip
         log(INFO, "\t│\t└──Minimum available nodes: %d", self.min_available_nodes)
         log(INFO, "\t└──> Keys in records:")
         log(INFO, "\t\t├── Weighted by: '%s'", self.weighted_by_key)
@@ -312,7 +336,8 @@ class TiFL(FedAvg):
             if self.policy == "adaptive":
                 self._maybe_update_probs(server_round)
             tier = self._draw_tier(online)
-            pool = sorted(n for n in self.tiers[tier] if n in online) if tier is not None else []
+            pool_tiers = self._pool_tiers(tier, online)
+            pool = sorted(n for t in pool_tiers for n in self.tiers[t] if n in online)
         k = min(self.clients_per_round, len(pool))
         picks: list[int] = list(self.rng.choice(len(pool), size=k, replace=False)) if k else []
         chosen = sorted(int(pool[int(i)]) for i in picks)  # positions: ids may exceed int64
@@ -325,6 +350,9 @@ class TiFL(FedAvg):
             "credits_left": " ".join("inf" if math.isinf(c) else str(int(c)) for c in self.credits),
             "profiling_time": self.profiling_time,
         }
+        if self.num_malicious_nodes and tier is not None:
+            self.last_round_info["pool_tiers"] = " ".join(map(str, pool_tiers))
+            self.last_round_info["pool_size"] = len(pool)
         config[keys.SERVER_ROUND] = server_round
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         self._sent = list(self._construct_messages(record, chosen, MessageType.TRAIN))
@@ -332,6 +360,22 @@ class TiFL(FedAvg):
         if set_reference is not None:  # aggregators of deltas need the model sent
             set_reference(arrays)
         return self._sent
+
+    def _pool_tiers(self, tier: int | None, online: set[int]) -> list[int]:
+        """The tiers a round draws from: `tier`, widened by its nearest tiers (faster first)
+        until they hold ≥ pool_factor · num_malicious_nodes online nodes."""
+        if tier is None:
+            return []
+        need = self.pool_factor * self.num_malicious_nodes
+        order = sorted(range(len(self.tiers)), key=lambda t: (abs(t - tier), t))
+        chosen: list[int] = []
+        size = 0
+        for t in order:
+            if chosen and size >= need:
+                break
+            chosen.append(t)
+            size += sum(1 for n in self.tiers[t] if n in online)
+        return sorted(chosen)
 
     def _draw_tier(self, online: set[int]) -> int | None:
         has_nodes = [any(n in online for n in members) for members in self.tiers]

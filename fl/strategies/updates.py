@@ -3,6 +3,7 @@ updates it accepted, waiting in the buffer to be weighted and applied."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,4 +51,20 @@ def parse_label_counts(value: Any) -> tuple[np.ndarray | None, str | None]:
         return None, f"{keys.LABEL_COUNTS} = {value!r} is not a list of numbers"
     if arr.ndim != 1 or not np.isfinite(arr).all() or (arr < 0).any():
         return None, f"{keys.LABEL_COUNTS} must be finite counts ≥ 0, got {value!r}"
+    if (arr != np.floor(arr)).any():
+        return None, f"{keys.LABEL_COUNTS} must be integer counts, got {value!r}"
     return arr, None
+
+
+def label_counts_problem(counts: np.ndarray, metrics: Mapping[str, Any]) -> str | None:
+    """Why reported label counts disagree with the reply's own `examples-processed` (None if
+    they agree or it is not reported): the labels are of the examples the node trained on."""
+    processed = metrics.get(keys.EXAMPLES_PROCESSED)
+    if not isinstance(processed, int | float) or isinstance(processed, bool):
+        return None
+    if float(counts.sum()) != float(processed):
+        return (
+            f"{keys.LABEL_COUNTS} sum to {counts.sum():g}, but {keys.EXAMPLES_PROCESSED} "
+            f"= {processed!r}"
+        )
+    return None
