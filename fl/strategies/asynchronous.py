@@ -23,7 +23,7 @@ sent is rejected. Two defences bound what fast or replaying attackers gain:
   last `REPLAY_MEMORY` deltas are kept as a sketch (`REPLAY_SKETCH` fixed coordinates); a
   delta within relative distance `REPLAY_TOLERANCE` of one of them is rejected as a replay. An
   honest node's deltas differ by its fresh mini-batches and the moved model, far more than
-  10⁻⁶; an attacker resending an old delta against a fresh version (`stale_replay`) is caught
+  10⁻³; an attacker resending an old delta against a fresh version (`stale_replay`) is caught
   unless it perturbs it — then it is an ordinary stale update, bounded by the robust rule.
 
 Composition: a strategy = selection (here: idle nodes, uniformly) × aggregation rule
@@ -72,8 +72,9 @@ REPLAY_MEMORY = 4
 """Deltas per node the replay check remembers."""
 REPLAY_SKETCH = 256
 """Coordinates (fixed, seeded) of each remembered delta."""
-REPLAY_TOLERANCE = 1e-6
-"""‖a − b‖ ≤ this × ‖b‖ on the sketch: a replay."""
+REPLAY_TOLERANCE = 1e-3
+"""‖a − b‖ ≤ this × ‖b‖ on the sketch: a replay (a replayed δ comes back through float32 as
+g + δ, rounded by ~1e-7·|g| per coordinate: up to ~1e-4 of a small δ)."""
 
 
 def _check(ok: bool, name: str, value: Any, rule: str) -> None:
