@@ -25,7 +25,7 @@ from fl.executors import make_executor
 from fl.experiment.config import ExperimentConfig
 from fl.loops.checkpoint import Checkpoint
 from fl.protocol import keys
-from fl.sim.attacks import ByzantineClientApp, malicious_nodes
+from fl.sim.attacks import ByzantineClientApp, fast_lane, lies_in_replies, malicious_nodes
 from fl.sim.devices import DeviceProfile, make_population
 from fl.sim.faults import FaultyClientApp
 from fl.sim.grid import FIRST_NODE_ID, VirtualGrid
@@ -114,10 +114,10 @@ def central_evaluator(
 
 def build_grid(cfg: ExperimentConfig, devices: list[DeviceProfile] | None = None) -> VirtualGrid:
     """The virtual grid for `cfg`: its device population running the project's ClientApp,
-    with the config's attack wrapped around the ClientApp of its malicious nodes."""
-    devices = (
-        devices if devices is not None else make_population(cfg.devices, cfg.num_nodes, cfg.seed)
-    )
+    with the config's attack wrapped around the ClientApp of its malicious nodes.
+
+    `devices` given are used as they are; otherwise they are `experiment_devices(cfg)`."""
+    devices = devices if devices is not None else experiment_devices(cfg)
     return VirtualGrid(
         client.app,
         devices,
@@ -127,6 +127,15 @@ def build_grid(cfg: ExperimentConfig, devices: list[DeviceProfile] | None = None
         client_app_for=node_apps(cfg),
         executor=make_executor(cfg, node_workspace(cfg)),
     )
+
+
+def experiment_devices(cfg: ExperimentConfig) -> list[DeviceProfile]:
+    """The device population of `cfg`'s virtual grid: `make_population`, then, if the attack
+    lies ``fast_lane``, permuted so the malicious nodes hold the fastest devices."""
+    devices = make_population(cfg.devices, cfg.num_nodes, cfg.seed)
+    if "fast_lane" in cfg.attack.lies:
+        devices = fast_lane(devices, malicious_nodes(cfg.attack, cfg.num_nodes, cfg.seed))
+    return devices
 
 
 def node_apps(cfg: ExperimentConfig) -> Callable[[int], Any] | None:
@@ -146,8 +155,9 @@ def node_apps(cfg: ExperimentConfig) -> Callable[[int], Any] | None:
 
 
 def byzantine_apps(cfg: ExperimentConfig) -> Callable[[int], Any] | None:
-    """Node id → the Byzantine wrapper of a malicious node (None for honest nodes)."""
-    if cfg.attack.kind == "none" or cfg.attack.fraction <= 0:
+    """Node id → the Byzantine wrapper of a malicious node (None for honest nodes). Only an
+    attack kind or a lie told in replies needs one (``fast_lane`` alone is in the devices)."""
+    if not lies_in_replies(cfg.attack) or cfg.attack.fraction <= 0:
         return None
     bad = malicious_nodes(cfg.attack, cfg.num_nodes, cfg.seed)
     apps = {

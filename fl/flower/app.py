@@ -8,8 +8,9 @@ bookkeeping), asynchronous ones through `fl.loops.asynchronous.run_async` (push/
 same results folder as a virtual-grid run, with wall-clock seconds in place of virtual ones.
 `clientapp` is the project's ClientApp (`fl.client.app`).
 
-On Flower's engines there is no device model (times are real), and a config with an attack is
-refused (the attack wrappers live in the virtual grid).
+On Flower's engines there is no device model (times are real), and a config with an attack or
+a lie is refused (the attack wrappers live in the virtual grid, and ``fast_lane`` permutes its
+simulated devices: real devices cannot be reassigned).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fl.client import app as clientapp
 from fl.experiment.config import ExperimentConfig
+from fl.sim.attacks import is_active
 
 __all__ = ["clientapp", "serverapp"]
 
@@ -38,9 +40,10 @@ def main(grid: Grid, context: Context) -> None:
     from fl.experiment.results import summary
 
     cfg = ExperimentConfig.from_run_config(context.run_config)
-    if cfg.attack.kind != "none" and cfg.attack.fraction > 0:
+    if is_active(cfg.attack) and cfg.attack.fraction > 0:
         raise ValueError(
-            f"attack.kind = {cfg.attack.kind!r}: attacks wrap ClientApps inside the virtual grid "
+            f"attack.kind = {cfg.attack.kind!r}, attack.lies = {list(cfg.attack.lies)}: attacks "
+            "wrap ClientApps (and fast_lane permutes simulated devices) inside the virtual grid "
             "and are not applied on Flower's engines; run it with fl-sim on the virtual grid"
         )
     if cfg.faults.active:

@@ -1,4 +1,5 @@
-"""The Byzantine wrapper: a malicious node's ClientApp, running its attack on every train task."""
+"""The Byzantine wrapper: a malicious node's ClientApp, running its attack on every train task
+and telling its lies (`fl.sim.attacks.lies`, and the stale replay here) in the reply."""
 
 from __future__ import annotations
 
@@ -15,13 +16,16 @@ from fl.client.poisoning import data_attack_config
 from fl.client.training import derive_seed, seeded_generator
 from fl.protocol import keys
 from fl.sim.attacks.config import (
+    _REPLAY_KEY,
     _STATE_KEY,
     _UPDATE_STREAM,
+    REPLY_LIES,
     AttackConfig,
     _round_half_up,
     is_data_attack,
     is_omniscient,
 )
+from fl.sim.attacks.lies import lie_in_metrics
 from fl.sim.attacks.updates import (
     additive_noise,
     alie,
@@ -101,6 +105,33 @@ def _next_call(context: Context) -> int:
     return calls
 
 
+def _remember_update(
+    context: Context, glob: ArrayRecord, model: ArrayRecord, keys: Sequence[str]
+) -> None:
+    """Keep δ₀ = w − g at `keys` (float64, per array) in the node's persistent state."""
+    context.state[_REPLAY_KEY] = ArrayRecord(
+        {
+            k: Array(model[k].numpy().astype(np.float64) - glob[k].numpy().astype(np.float64))
+            for k in keys
+        }
+    )
+
+
+def _replayed(
+    context: Context, glob: ArrayRecord, model: ArrayRecord, keys: Sequence[str]
+) -> ArrayRecord | None:
+    """g + δ₀ (the remembered first update on the current model), or None if none is kept.
+
+    Arrays that δ₀ lacks (or has with another shape) are the honest reply's."""
+    stored = context.state.array_records.get(_REPLAY_KEY)
+    if stored is None:
+        return None
+    use = [k for k in keys if k in stored and tuple(stored[k].shape) == tuple(model[k].shape)]
+    parts = [torch.from_numpy(stored[k].numpy().reshape(-1)) for k in use]
+    delta = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+    return _rebuild(glob, model, use, delta)
+
+
 def _server_round(message: Message) -> int:
     """The instruction's "server-round" (−1 if the strategy sent none)."""
     for rec in message.content.config_records.values():
@@ -141,10 +172,17 @@ class ByzantineClientApp:
       used by the next train call only. With nothing observed, the node's own honest update
       is the only "honest" update: ALIE and min-max then send it unchanged (σ = 0, no spread)
       and IPM sends −ε·δ.
+    - Lies (``cfg.lies``) are told after the attack, on any kind (``"none"`` included):
+      ``stale_replay`` keeps δ₀ = w − g of the node's first train reply that carries a model
+      (after the update attack, float64, in ``context.state["fl.attack.replay"]``) and
+      replaces the model of every later train reply by g + δ₀ (g: that task's model; the
+      honest app still runs, for the reply's metrics and timing, but no update attack is
+      computed); then `lie_in_metrics` forges and/or inflates the metrics (see
+      `fl.sim.attacks.lies`). ``fast_lane`` is not the wrapper's: see `fast_lane`.
     - Evaluate/query messages, and error replies, pass through unchanged.
 
     Noise is seeded by (seed, node_index, server round, this node's train-call count), the
-    count being kept in ``context.state["fl.attack"]``.
+    count being kept in ``context.state["fl.attack"]``. The lies draw no randomness.
     """
 
     omniscient: bool
@@ -164,6 +202,11 @@ class ByzantineClientApp:
         self._honest: list[tuple[Message, Message]] = []
         self._num_byzantine: int | None = None
 
+    @property
+    def _lies(self) -> tuple[str, ...]:
+        """The lies told in replies (a property: wrappers pickled before lies existed load)."""
+        return tuple(lie for lie in self.cfg.lies if lie in REPLY_LIES)
+
     def observe(
         self, honest: Sequence[tuple[Message, Message]], *, num_byzantine: int | None = None
     ) -> None:
@@ -181,16 +224,31 @@ class ByzantineClientApp:
         self._num_byzantine = num_byzantine
 
     def __call__(self, message: Message, context: Context) -> Message:
-        """Run the honest app on (possibly poisoned) instructions and corrupt its reply."""
-        if self.cfg.kind == "none" or not _is_train(message):
+        """Run the honest app on (possibly poisoned) instructions, corrupt its reply, lie."""
+        cfg = self.cfg
+        if not _is_train(message) or not (cfg.kind != "none" or self._lies):
             return self.app(message, context)
-        if is_data_attack(self.cfg):
-            return self.app(_with_config(message, data_attack_config(self.cfg)), context)
+        if cfg.kind == "none":
+            reply = self.app(message, context)
+        elif is_data_attack(cfg):
+            reply = self.app(_with_config(message, data_attack_config(cfg)), context)
+        else:
+            reply = self._update_attack(message, context)
+        if self._lies and not reply.has_error() and reply.has_content():
+            if "stale_replay" in self._lies:
+                self._stale_replay(message, reply, context)
+            lie_in_metrics(reply, self._lies, cfg.inflate_factor)
+        return reply
+
+    def _update_attack(self, message: Message, context: Context) -> Message:
+        """The honest reply with its model replaced by g + attack(δ)."""
         observed, f = self._honest, self._num_byzantine
         self._honest, self._num_byzantine = [], None
         reply = self.app(message, context)
         if reply.has_error() or not reply.has_content():
             return reply
+        if "stale_replay" in self._lies and _REPLAY_KEY in context.state.array_records:
+            return reply  # the model is replaced by the replayed δ₀ anyway
         g = _first_arrays(message.content)
         w = _first_arrays(reply.content)
         if g is None or w is None:
@@ -206,6 +264,22 @@ class ByzantineClientApp:
             content[name] = _rebuild(g[1], w[1], keys, new) if name == w[0] else rec
         reply.content = content
         return reply
+
+    def _stale_replay(self, message: Message, reply: Message, context: Context) -> None:
+        """Remember the first update the node sends; replace every later one by it."""
+        g = _first_arrays(message.content)
+        w = _first_arrays(reply.content)
+        if g is None or w is None:
+            return
+        keys = _attacked_keys(g[1], w[1])
+        replayed = _replayed(context, g[1], w[1], keys)
+        if replayed is None:
+            _remember_update(context, g[1], w[1], keys)
+            return
+        content = RecordDict()
+        for name, rec in reply.content.items():
+            content[name] = replayed if name == w[0] else rec
+        reply.content = content
 
     def _attack(
         self,

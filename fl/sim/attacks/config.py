@@ -1,4 +1,4 @@
-"""The `[attack]` section: which attack, how many malicious nodes, which ones."""
+"""The `[attack]` section: which attack, which lies, how many malicious nodes, which ones."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ ATTACKS: tuple[str, ...] = (
 UPDATE_ATTACKS: tuple[str, ...] = ("gaussian", "sign_flip", "additive")
 OMNISCIENT_ATTACKS: tuple[str, ...] = ("alie", "ipm", "minmax")
 MINMAX_DIRECTIONS: tuple[str, ...] = ("std", "unit", "sign")
+LIES: tuple[str, ...] = ("inflate_examples", "forge_labels", "fast_lane", "stale_replay")
+"""What a malicious node may lie about (``attack.lies``), on top of any ``kind``."""
+REPLY_LIES: tuple[str, ...] = ("inflate_examples", "forge_labels", "stale_replay")
+"""The lies the Byzantine wrapper tells in its train replies (``fast_lane`` is in the devices)."""
 
 MINMAX_GAMMA_INIT = 10.0
 """Min-max: first γ tried (FLPoison's ``gamma_init``); doubled until infeasible, then bisected."""
@@ -37,6 +41,7 @@ MINMAX_REL_TOL = 1e-9
 _NODES_STREAM = 0xB7A0
 _UPDATE_STREAM = 0xB7A1
 _STATE_KEY = "fl.attack"  # per-node call counter in context.state
+_REPLAY_KEY = "fl.attack.replay"  # stale_replay: the node's first update δ₀, in context.state
 
 
 # ---------------------------------------------------------------------------- configuration
@@ -55,11 +60,44 @@ def _is_real(value: object) -> bool:
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """Which attack the malicious nodes run, how many there are, and its parameters.
+    """Which attack the malicious nodes run, what they lie about, how many there are.
 
-    ``std`` serves three attacks: ``gaussian`` (δ' ~ N(0, std²)), ``additive`` (δ' = δ +
-    N(0, std²)) and ``feature_noise`` with ``noise="additive"`` (x' = clip(x + N(0, std²))
-    on inputs in [0, 1]; the default 10 gives BGMD's severity-5 variance 100).
+    Parameters
+    ----------
+    kind
+        The update, omniscient or data attack (one of `ATTACKS`; ``"none"``: the model is
+        honest, which still leaves the ``lies``).
+    fraction
+        Fraction of the nodes that are malicious, in [0, 1) (fixed for the run; see
+        `malicious_nodes`). There are malicious nodes only if ``kind != "none"`` or ``lies``.
+    scale
+        ``sign_flip``: δ' = −scale·δ (BGMD's bit flip uses 5).
+    std
+        ``gaussian`` (δ' ~ N(0, std²)), ``additive`` (δ' = δ + N(0, std²)) and
+        ``feature_noise`` with ``noise="additive"`` (x' = clip(x + N(0, std²)) on inputs in
+        [0, 1]; the default 10 gives BGMD's severity-5 variance 100).
+    target_label
+        ``backdoor``: the label triggered inputs are relabelled to.
+    trigger_value
+        ``backdoor``: the trigger patch's value (see ``TRIGGER_PATCH``).
+    noise
+        ``feature_noise``: ``"additive"`` or ``"impulse"`` (salt and pepper).
+    alie_z
+        ALIE's z; None: Baruch et al.'s formula for the round's n and f.
+    ipm_epsilon
+        IPM: δ' = −ε·mean(honest updates).
+    minmax_direction
+        Min-max perturbation direction: ``"std"``, ``"unit"`` or ``"sign"``.
+    lies
+        What the malicious nodes lie about, any distinct subset of `LIES` (a TOML list),
+        applied after ``kind``'s attack so that both compose: ``inflate_examples`` (the reply's
+        ``num-examples``, ``examples-processed`` and ``label-counts`` × ``inflate_factor``),
+        ``forge_labels`` (``label-counts`` one-hot on the node's rarest class),
+        ``stale_replay`` (every train reply after the first carries the first update δ₀
+        again, on the current model: g + δ₀) and ``fast_lane`` (the malicious nodes get the
+        population's fastest devices; virtual grid only, see `fl.sim.attacks.fast_lane`).
+    inflate_factor
+        ``inflate_examples``: the factor (finite, ≥ 1).
     """
 
     kind: str = "none"
@@ -72,6 +110,8 @@ class AttackConfig:
     alie_z: float | None = None  # ALIE: None -> z from Baruch et al.'s formula given n, f
     ipm_epsilon: float = 0.5  # IPM: δ' = −ε·mean(honest updates)
     minmax_direction: str = "std"  # min-max perturbation: "std" | "unit" | "sign"
+    lies: tuple[str, ...] = ()  # any distinct subset of LIES
+    inflate_factor: float = 1000.0  # inflate_examples: num-examples × inflate_factor
 
     def __post_init__(self) -> None:
         self._check(self.kind in ATTACKS, "kind", self.kind, f"one of {', '.join(ATTACKS)}")
@@ -108,11 +148,38 @@ class AttackConfig:
             self.minmax_direction,
             f"one of {MINMAX_DIRECTIONS}",
         )
+        lies = self.lies
+        self._check(
+            isinstance(lies, list | tuple)
+            and all(isinstance(x, str) and x in LIES for x in lies)
+            and len(set(lies)) == len(lies),
+            "lies",
+            lies,
+            f"a list of distinct names from {', '.join(LIES)}",
+        )
+        object.__setattr__(self, "lies", tuple(lies))  # TOML gives a list
+        self._check(
+            _is_real(self.inflate_factor) and self.inflate_factor >= 1,
+            "inflate_factor",
+            self.inflate_factor,
+            "a finite number ≥ 1",
+        )
 
     @staticmethod
     def _check(ok: bool, name: str, value: object, allowed: str) -> None:
         if not ok:
             raise _invalid(name, value, allowed)
+
+
+def is_active(cfg: AttackConfig) -> bool:
+    """Whether the config makes nodes malicious at all (an attack kind or a lie), fraction aside."""
+    return cfg.kind != "none" or bool(cfg.lies)
+
+
+def lies_in_replies(cfg: AttackConfig) -> bool:
+    """Whether the malicious nodes' replies differ from honest ones (a kind or a reply lie), so
+    that they need the Byzantine wrapper (``fast_lane`` alone changes only their devices)."""
+    return cfg.kind != "none" or any(lie in REPLY_LIES for lie in cfg.lies)
 
 
 def is_omniscient(cfg: AttackConfig) -> bool:
@@ -136,11 +203,11 @@ def malicious_nodes(cfg: AttackConfig, num_nodes: int, seed: int) -> frozenset[i
 
     The set is fixed for the run, and for one seed the sets are nested across fractions (the
     first k of the same permutation), so runs at 10 % and 20 % attackers share their first
-    attackers. Kind "none" has no malicious nodes.
+    attackers. A config with kind "none" and no lies has no malicious nodes (`is_active`).
     """
     if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
         raise ConfigError("num_nodes", num_nodes, "an integer ≥ 1")
-    if cfg.kind == "none":
+    if not is_active(cfg):
         return frozenset()
     k = min(num_nodes, _round_half_up(cfg.fraction * num_nodes))
     rng = np.random.default_rng(derive_seed(seed, _NODES_STREAM))
