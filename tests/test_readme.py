@@ -27,3 +27,17 @@ def test_each_toml_example_in_the_readme_loads(block: str) -> None:
     tree.setdefault("data", {"name": "digits"})
     cfg = load_dict(tree)
     assert cfg.strategy.name == tree["strategy"]["name"]
+
+
+def test_included_tables_are_the_files_the_experiments_wrote() -> None:
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "docs" / "include.py"
+    spec = importlib.util.spec_from_file_location("docs_include", path)
+    assert spec and spec.loader
+    include = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(include)
+    blocks = include.included(README)
+    assert blocks, "the README includes no table"
+    for name, text in blocks:
+        assert text == (Path(__file__).parents[1] / name).read_text(), f"{name}: run docs/include.py"
