@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, Krum
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -76,6 +76,9 @@ AGGREGATORS = ["fedavg", "fedmedian", "trimmed", "krum", "gm", "bgmd"]
 )
 def test_aggregators_are_permutation_invariant(data: np.ndarray, name: str, perm_seed: int) -> None:
     n = len(data)
+    if name == "bgmd":  # columns of equal norm: either is a top-k block; rounding decides
+        norms = np.sort(np.linalg.norm(data.astype(np.float64), axis=0))
+        assume(bool((np.diff(norms) > 1e-6 * (norms[1:] + 1.0)).all()))
     weights = [10] * n  # equal weights: Krum and the medians are unweighted
     a = _aggregate(name, data, list(range(n)), weights)
     order = [int(i) for i in np.random.default_rng(perm_seed).permutation(n)]
