@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from fl.experiment.sweep import run_jobs, write_report, write_summary
-from fl.experiment.tables import write_csv
+from fl.experiment.tables import read_csv, write_csv
 
 HERE = Path(__file__).parent
 FLIP = ["attack.kind=sign_flip", "attack.scale=5.0"]
@@ -245,14 +245,14 @@ def checks(cells: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
           lambda a, c: a >= c - 0.05, "{:.3f} vs {:.3f}")  # fmt: skip
     claim("fast_lane: attackers over-represented in FedBuff's windows (> 0.2)",
           [share("fast_lane", "fedbuff")], lambda s: s > 0.2, "share {:.2f}")  # fmt: skip
-    claim("fast_lane: the rate limit keeps FedBuff × GM's share ≤ 0.4",
+    claim("fast_lane: FedBuff × GM's share within the rate limit's bound r·F/W = 10/25",
           [share("fast_lane", "fedbuff+gm+limits")], lambda s: s <= 0.4, "{:.2f}")  # fmt: skip
     claim("fast_lane+flip: FedBuff × GM with limits within 5 points of its flip alone",
           [acc("fast_lane+flip", "fedbuff+gm+limits"), acc("sign_flip", "fedbuff+gm+limits")],
           lambda a, c: a >= c - 0.05, "{:.3f} vs {:.3f}")  # fmt: skip
-    claim("forge_labels+flip: AdaSGD's capped boost adds ≤ 2 points of damage to the flip",
-          [acc("forge_labels+flip", "adasgd"), acc("sign_flip", "adasgd")],
-          lambda a, c: a >= c - 0.02, "{:.3f} vs {:.3f}")  # fmt: skip
+    claim("forge_labels: AdaSGD within 1 point of clean (its boost is capped at max_weight 1)",
+          [acc("forge_labels", "adasgd"), acc("none", "adasgd")],
+          lambda a, c: a >= c - 0.01, "{:.3f} vs {:.3f}")  # fmt: skip
     if ("stale_replay", "fedbuff+gm+limits") in get:
         n = get[("stale_replay", "fedbuff+gm+limits")]["reasons"]
         out.append(("stale_replay: the replay check rejects replays", "replay=" in n, n or "none"))
@@ -270,8 +270,9 @@ def plot(cells: list[dict[str, Any]], attacks: list[str], strategies: list[str],
 
     get = {(c["attack"], c["strategy"]): c[key] for c in cells}
     grid = np.array([[get.get((a, s), np.nan) for a in attacks] for s in strategies], dtype=float)
-    fig, ax = plt.subplots(figsize=(1.0 * len(attacks) + 3, 0.45 * len(strategies) + 1.6), dpi=110)
-    im = ax.imshow(grid, cmap="RdYlGn" if key == "accuracy_mean" else "RdYlGn_r", vmin=0, vmax=1)
+    fig, ax = plt.subplots(figsize=(0.8 * len(attacks) + 3.0, 0.4 * len(strategies) + 1.8), dpi=110)
+    cmap = "RdYlGn" if key == "accuracy_mean" else "RdYlGn_r"
+    im = ax.imshow(grid, cmap=cmap, vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(attacks)), attacks, rotation=35, ha="right", fontsize=8)
     ax.set_yticks(range(len(strategies)), strategies, fontsize=8)
     for i in range(len(strategies)):
@@ -297,6 +298,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--strategies", nargs="+", default=None, choices=list(STRATEGIES))
     parser.add_argument("--attacks", nargs="+", default=None, choices=list(ATTACKS))
+    parser.add_argument("--report", action="store_true",
+                        help="re-render tables, plots, checks from OUT/summary.csv")  # fmt: skip
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra config override for every run")  # fmt: skip
     args = parser.parse_args(argv)
@@ -311,8 +314,12 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
         for s in strategies
         for seed in seeds
     ]
-    rows = run_jobs(run_one, jobs, args.workers)
-    write_summary(out, rows)
+    if args.report:
+        rows = [r for r in read_csv(out / "summary.csv") if (r["attack"], r["strategy"], r["seed"])
+                in {(a, s, seed) for a, s, seed, *_ in jobs}]  # fmt: skip
+    else:
+        rows = run_jobs(run_one, jobs, args.workers)
+        write_summary(out, rows)
     cells = summarise(rows)
     write_csv(out / "cells.csv", cells)
     plot(cells, attacks, strategies, "accuracy_mean", "final test accuracy", out / "accuracy.png")
