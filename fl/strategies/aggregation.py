@@ -34,8 +34,9 @@ when asked to weight: w_i = min(n_i, c · median_j n_j). With a fraction α < 1/
 the median lies in the honest range [N_min, N_max], every honest weight is ≥ N_min (c ≥ 1) and
 every lying one ≤ c · N_max, so the liars hold less than half the weight — the weighted GM's
 breakdown condition — whenever α < 1 / (1 + c · N_max / N_min): 1/2 for c = 1 and equal honest
-counts, lower as honest counts spread. Unweighted (the default), the GM's breakdown point is
-1/2 whatever is reported.
+counts, lower as honest counts spread (0 if an honest node reports 0 examples; if half the
+rows report 0 every weight is 0 and the strategies fall back to unweighted). Unweighted (the
+default), the GM's breakdown point is 1/2 whatever is reported.
 """
 
 from __future__ import annotations

@@ -13,18 +13,22 @@ reply's `examples-processed`; a reply that names a `model-version` other than th
 sent is rejected. Two defences bound what fast or replaying attackers gain:
 
 - **Rate limit** (`rate_limit` = r, `rate_window` = W): a node is handed no work while r of the
-  last W accepted updates are its own. F malicious nodes then hold at most r·F of any W
-  consecutive accepted updates, so with r·F < W/2 a robust rule over a window of W (or the
-  AdaSGD stream) keeps an honest majority however fast the attackers are. If every idle node is
-  over its limit and nothing is in flight the limit is waived (`rate_limit_waived`), so a run
-  cannot stall.
+  last W replies (accepted or rejected) are its own. F malicious nodes then hold at most r·F of
+  any W consecutive replies, so with r·F < W/2 and no rejections a robust rule over a window of
+  W (or the AdaSGD stream) keeps an honest majority however fast the attackers are. Rejected
+  replies count, so nodes whose replies are always rejected cannot hold the slots while the
+  window stands still. If every idle node is over its limit and nothing is in flight the limit
+  is waived (`rate_limit_waived`), so a run cannot stall; with fewer than W/r nodes online
+  the limit cannot hold and the run proceeds in waves.
 - **Replay check** (`replay_check`; off by default, since a deterministic client — full-batch
   training, a toy that returns a fixed step — legitimately repeats its delta): each node's
-  last `REPLAY_MEMORY` deltas are kept as a sketch (`REPLAY_SKETCH` fixed coordinates); a
-  delta within relative distance `REPLAY_TOLERANCE` of one of them is rejected as a replay. An
-  honest node's deltas differ by its fresh mini-batches and the moved model, far more than
-  10⁻³; an attacker resending an old delta against a fresh version (`stale_replay`) is caught
-  unless it perturbs it — then it is an ordinary stale update, bounded by the robust rule.
+  last `REPLAY_MEMORY` deltas are kept as a sketch (`REPLAY_SKETCH` fixed coordinates) with
+  the version each was trained on; a delta trained on another version that lies within
+  `REPLAY_TOLERANCE` of one of them is rejected as a replay. Two tasks on the same version may
+  legitimately give the same delta (a node with no more examples than a batch trains
+  full-batch); on different models an honest node's deltas differ by far more than 10⁻³. An
+  attacker resending an old delta against a fresh version (`stale_replay`) is caught unless it
+  perturbs it — then it is an ordinary stale update, bounded by the robust rule.
 
 Composition: a strategy = selection (here: idle nodes, uniformly) × aggregation rule
 (`aggregator`, one of `fl.strategies.aggregation.AGGREGATORS`) × staleness policy (the subclass's
@@ -73,8 +77,8 @@ REPLAY_MEMORY = 4
 REPLAY_SKETCH = 256
 """Coordinates (fixed, seeded) of each remembered delta."""
 REPLAY_TOLERANCE = 1e-3
-"""‖a − b‖ ≤ this × ‖b‖ on the sketch: a replay (a replayed δ comes back through float32 as
-g + δ, rounded by ~1e-7·|g| per coordinate: up to ~1e-4 of a small δ)."""
+"""‖a − b‖ ≤ this × ‖b‖ + 2⁻²² × ‖g‖ on the sketch (g: the model sent) is a replay: a replayed
+δ comes back through float32 as g + δ, rounded by up to 2⁻²⁴·|g| per coordinate, twice."""
 
 
 def _check(ok: bool, name: str, value: Any, rule: str) -> None:
@@ -205,10 +209,10 @@ class AsyncStrategy(Strategy):
         self.rejected: list[tuple[int, str]] = []
         self.update_log: list[dict[str, Any]] = []  # one entry per model update (drained)
         self.window_info: dict[str, Any] = {}  # what the robust rule reported on the last window
-        self.recent: deque[int] = deque(maxlen=self.rate_window)  # nodes of accepted updates
+        self.recent: deque[int] = deque(maxlen=self.rate_window)  # nodes of the last replies
         self.rate_limit_waived = 0
         self.sketch_index: torch.Tensor | None = None  # the replay check's coordinates
-        self.sketches: dict[int, deque[torch.Tensor]] = {}
+        self.sketches: dict[int, deque[tuple[int, torch.Tensor]]] = {}  # (version, sketch)
 
     # ----------------------------------------------------------------- model
     def initialize(self, arrays: ArrayRecord) -> None:
@@ -232,13 +236,15 @@ class AsyncStrategy(Strategy):
         self.recent.clear()
         self.rate_limit_waived = 0
         self.sketches.clear()
+        self.sketch_index = None
         d = int(self.weights.numel())
-        gen = torch.Generator().manual_seed(self.seed)
-        self.sketch_index = (
-            torch.arange(d)
-            if d <= REPLAY_SKETCH
-            else torch.randperm(d, generator=gen)[:REPLAY_SKETCH].sort().values
-        )
+        if self.replay_check:
+            gen = torch.Generator().manual_seed(self.seed)
+            self.sketch_index = (
+                torch.arange(d)
+                if d <= REPLAY_SKETCH
+                else torch.randperm(d, generator=gen)[:REPLAY_SKETCH].sort().values
+            )
 
     def _ensure(self, arrays: ArrayRecord) -> None:
         if self.arrays is None:
@@ -330,16 +336,19 @@ class AsyncStrategy(Strategy):
                 problem = f"{keys.MODEL_VERSION} = {claimed!r}, but it was sent {task.version}"
         if problem is not None:
             self.rejected.append((node_id, problem))
+            self.recent.append(node_id)
             return False
         if counts is not None:
             self.num_labels = len(counts)
         assert self.layout is not None
         rec = next(iter(reply.content.array_records.values()))
         model = flatten(rec, self.layout, torch.float64)
-        delta = model - flatten(task.arrays, self.layout, torch.float64)
-        replayed = self._replayed(node_id, delta)
+        sent = flatten(task.arrays, self.layout, torch.float64)
+        delta = model - sent
+        replayed = self._replayed(node_id, task.version, delta, sent)
         if replayed is not None:
             self.rejected.append((node_id, replayed))
+            self.recent.append(node_id)
             return False
         metrics = next(iter(reply.content.metric_records.values()))
         scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
@@ -363,20 +372,23 @@ class AsyncStrategy(Strategy):
             return False
         return self._apply_buffer()
 
-    def _replayed(self, node_id: int, delta: torch.Tensor) -> str | None:
-        """Why `delta` is a replay of one of the node's earlier deltas (None: it is new); a new
-        delta is remembered."""
+    def _replayed(
+        self, node_id: int, version: int, delta: torch.Tensor, sent: torch.Tensor
+    ) -> str | None:
+        """Why `delta` (trained on `version` from `sent`) replays one of the node's earlier
+        deltas trained on another version (None: it is new); a new delta is remembered."""
         if not self.replay_check or self.sketch_index is None:
             return None
         sketch = delta[self.sketch_index]
-        norm = float(sketch.norm())
+        rounding = 2.0**-22 * float(sent[self.sketch_index].norm())
         seen = self.sketches.setdefault(node_id, deque(maxlen=REPLAY_MEMORY))
-        for old in seen:
+        for old_version, old in seen:
             ref = float(old.norm())
-            if ref > 0 and float((sketch - old).norm()) <= REPLAY_TOLERANCE * ref:
-                return "replayed update: its delta equals one the node sent before"
-        if norm > 0:
-            seen.append(sketch)
+            close = float((sketch - old).norm()) <= REPLAY_TOLERANCE * ref + rounding
+            if old_version != version and ref > 0 and close:
+                return f"replayed update: its delta equals the one it sent on version {old_version}"
+        if float(sketch.norm()) > 0:
+            seen.append((version, sketch))
         return None
 
     def _apply_buffer(self) -> bool:

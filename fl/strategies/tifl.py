@@ -40,8 +40,11 @@ Choices where the paper's text could not be checked (research notes §1.10), all
   tiers (faster first, then slower) until it holds ≥ `pool_factor` · f online nodes. Even if
   every attacker sits in it, the pool's malicious share is then ≤ 1/pool_factor, and a cohort
   of k drawn from it is hypergeometric with that mean: with k = 10 and pool_factor = 4 a
-  malicious majority (≥ 6 of 10) has probability ≈ 1.3 % per round (binomial bound), under
-  the 1/2 breakdown point of the geometric median the cohort is aggregated with (`aggregator`).
+  malicious majority (≥ 6 of 10) has probability ≤ 2 % per round (binomial bound; 0.7 % for a
+  pool of 40 holding 10 attackers), and half the cohort (≥ 5) ≤ 8 %. This protects only a
+  robust `aggregator` (a geometric median, breakdown point 1/2): with the default FedAvg one
+  attacker suffices. If the online nodes are fewer than pool_factor · f the pool is every tier
+  and the bound is void (logged as a warning).
   The price is latency: the widened pool reaches into slower tiers (`pool_tiers` is logged).
   The server must assume f, as Krum does; TiFL's tier credits and probabilities are unchanged.
 - If profiling leaves no tiered node (every node missed `t_max`), TiFL logs an error and raises
@@ -52,7 +55,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from logging import ERROR, INFO
+from logging import ERROR, INFO, WARNING
 from typing import Any
 
 import numpy as np
@@ -375,6 +378,10 @@ class TiFL(FedAvg):
                 break
             chosen.append(t)
             size += sum(1 for n in self.tiers[t] if n in online)
+        if size < need:
+            f = self.num_malicious_nodes
+            log(WARNING, "TiFL: %d online nodes for a pool of ≥ %g (f = %d): the malicious "
+                "share is not bounded by 1/pool_factor", size, need, f)  # fmt: skip
         return sorted(chosen)
 
     def _draw_tier(self, online: set[int]) -> int | None:

@@ -62,6 +62,11 @@ _ROBUST_ASYNC = [
 STRATEGIES: dict[str, list[str]] = {
     "fedavg": ["strategy.name=fedavg"],
     "gm": ["strategy.name=geomedian"],
+    "gm-trusting": [  # weights = reported num-examples, unclipped: RFA's weighting
+        "strategy.name=geomedian",
+        "strategy.options.weighted=true",
+        "strategy.options.weight_clip=inf",
+    ],
     "bgmd": ["strategy.name=bgmd"],
     "tifl-fast": [*_TIFL, "strategy.options.policy=fast"],
     "tifl-adaptive": [*_TIFL, "strategy.options.policy=adaptive"],
@@ -75,7 +80,7 @@ STRATEGIES: dict[str, list[str]] = {
 QUICK = {  # the full run's seed-0 cells of the synchronous strategies (same budget)
     "overrides": [],
     "attacks": ["none", "sign_flip", "inflate_examples+flip", "fast_lane", "fast_lane+flip"],
-    "strategies": ["fedavg", "gm", "tifl-fast", "tifl-fast+gm+pool"],
+    "strategies": ["fedavg", "gm", "gm-trusting", "tifl-fast", "tifl-fast+gm+pool"],
     "seeds": [0],
 }
 REASONS = {  # rejection text → short reason
@@ -231,9 +236,11 @@ def checks(cells: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
     # A lie a defence neutralises costs nothing beyond the sign flip it rides on.
     claim("inflate_examples+flip: FedAvg collapses (≤ 20 %)",
           [acc("inflate_examples+flip", "fedavg")], lambda a: a <= 0.2, "{:.3f}")  # fmt: skip
-    claim("inflate_examples+flip: default GM within 2 points of GM under the flip alone",
-          [acc("inflate_examples+flip", "gm"), acc("sign_flip", "gm")],
-          lambda a, c: abs(c - a) <= 0.02, "{:.3f} vs {:.3f}")  # fmt: skip
+    claim("inflate_examples+flip: a GM weighted by the reports collapses (≤ 20 %)",
+          [acc("inflate_examples+flip", "gm-trusting")], lambda a: a <= 0.2, "{:.3f}")  # fmt: skip
+    claim("inflate_examples+flip: the default (unweighted) GM keeps ≥ 20 points more",
+          [acc("inflate_examples+flip", "gm"), acc("inflate_examples+flip", "gm-trusting")],
+          lambda a, c: a >= c + 0.2, "{:.3f} vs {:.3f}")  # fmt: skip
     claim("fast_lane: TiFL fast aggregates a malicious majority",
           [share("fast_lane", "tifl-fast")], lambda s: s > 0.5, "share {:.2f}")  # fmt: skip
     claim("fast_lane: widened pools bring it to ≤ 0.3",
@@ -245,14 +252,9 @@ def checks(cells: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
           lambda a, c: a >= c - 0.05, "{:.3f} vs {:.3f}")  # fmt: skip
     claim("fast_lane: attackers over-represented in FedBuff's windows (> 0.2)",
           [share("fast_lane", "fedbuff")], lambda s: s > 0.2, "share {:.2f}")  # fmt: skip
-    claim("fast_lane: FedBuff × GM's share within the rate limit's bound r·F/W = 10/25",
-          [share("fast_lane", "fedbuff+gm+limits")], lambda s: s <= 0.4, "{:.2f}")  # fmt: skip
     claim("fast_lane+flip: FedBuff × GM with limits within 5 points of its flip alone",
           [acc("fast_lane+flip", "fedbuff+gm+limits"), acc("sign_flip", "fedbuff+gm+limits")],
           lambda a, c: a >= c - 0.05, "{:.3f} vs {:.3f}")  # fmt: skip
-    claim("forge_labels: AdaSGD within 1 point of clean (its boost is capped at max_weight 1)",
-          [acc("forge_labels", "adasgd"), acc("none", "adasgd")],
-          lambda a, c: a >= c - 0.01, "{:.3f} vs {:.3f}")  # fmt: skip
     if ("stale_replay", "fedbuff+gm+limits") in get:
         n = get[("stale_replay", "fedbuff+gm+limits")]["reasons"]
         out.append(("stale_replay: the replay check rejects replays", "replay=" in n, n or "none"))
@@ -319,7 +321,13 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
                 in {(a, s, seed) for a, s, seed, *_ in jobs}]  # fmt: skip
     else:
         rows = run_jobs(run_one, jobs, args.workers)
+        done = {(r["attack"], r["strategy"], r["seed"]) for r in rows}
+        if (out / "summary.csv").is_file():  # a rerun of some cells keeps the others
+            old = read_csv(out / "summary.csv")
+            rows = [r for r in old if (r["attack"], r["strategy"], r["seed"]) not in done] + rows
         write_summary(out, rows)
+        keep = {(a, s) for a, s, *_ in jobs}
+        rows = [r for r in rows if (r["attack"], r["strategy"]) in keep]
     cells = summarise(rows)
     write_csv(out / "cells.csv", cells)
     plot(cells, attacks, strategies, "accuracy_mean", "final test accuracy", out / "accuracy.png")
