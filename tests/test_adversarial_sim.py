@@ -16,7 +16,7 @@ def test_adversarial_quick_key_claims_hold(tmp_path: Path) -> None:
     results = adversarial.main(["--quick", "--workers", "1", "--out", str(tmp_path)])
     claims = {claim: (ok, value) for claim, ok, value in results}
     # The quick subset evaluates the FedAvg, GM and TiFL claims (not FedBuff's or AdaSGD's).
-    assert len(claims) == 6, claims
+    assert len(claims) == 7, claims
     failed = {c: v for c, (ok, v) in claims.items() if not ok}
     assert not failed, failed
     for name in ("table.md", "cells.csv", "accuracy.png", "malicious_share.png"):

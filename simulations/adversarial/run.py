@@ -1,15 +1,17 @@
 """Adversaries that lie: strategies × attacks at 20 % malicious nodes, seeds 0–2.
 
 Attacks: none; sign flip (δ' = −5δ); each lie of `attack.lies` alone (inflate_examples ×1000,
-forge_labels, fast_lane, stale_replay) and each combined with sign flip. Strategies: FedAvg,
-GM, BGMD, TiFL fast / adaptive (FedAvg aggregation), AdaSGD, FedBuff, and robust compositions:
-TiFL × GM with pools widened against f = 10 malicious nodes, and AdaSGD / FedBuff × GM over a
-window of 25 with a per-node rate limit (once per 25 accepted updates) and the replay check.
+forge_labels, fast_lane, stale_replay) and each combined with sign flip. Strategies: FedAvg;
+GM; GM weighted by the reported counts, unclipped (the control for inflate_examples); BGMD;
+TiFL fast / adaptive (FedAvg aggregation); AdaSGD; FedBuff; and robust compositions: TiFL × GM
+with pools widened against f = 10 malicious nodes, and AdaSGD / FedBuff × GM over windows of
+25 with a per-node rate limit (once per 25 replies) and the replay check.
 Every run has the same virtual-time budget (adversarial.toml).
 
 Per cell: final test accuracy (mean ± std over seeds), the share of malicious rows among the
-rows that were aggregated (sync: replies that passed the checks; async: the applied windows),
-and the server's rejections by reason.
+rows that were aggregated (sync: replies that passed the checks; async: the applied windows,
+including updates `max_staleness` dropped, unset here) — a share of rows, not of weight — and
+the server's rejections by reason.
 
 Writes results/adversarial[-quick]/<attack>/<strategy>/seed<k>/ (each run's folder),
 summary.csv, cells.csv, table.md, accuracy.png and malicious_share.png.
