@@ -40,4 +40,5 @@ def test_included_tables_are_the_files_the_experiments_wrote() -> None:
     blocks = include.included(README)
     assert blocks, "the README includes no table"
     for name, text in blocks:
-        assert text == (Path(__file__).parents[1] / name).read_text(), f"{name}: run docs/include.py"
+        expected = (Path(__file__).parents[1] / name).read_text()
+        assert text == expected, f"{name}: run docs/include.py"
