@@ -211,6 +211,7 @@ class AsyncStrategy(Strategy):
         self.window_info: dict[str, Any] = {}  # what the robust rule reported on the last window
         self.recent: deque[int] = deque(maxlen=self.rate_window)  # nodes of the last replies
         self.rate_limit_waived = 0
+        self.rate_limit_warned = False
         self.sketch_index: torch.Tensor | None = None  # the replay check's coordinates
         self.sketches: dict[int, deque[tuple[int, torch.Tensor]]] = {}  # (version, sketch)
 
@@ -281,6 +282,12 @@ class AsyncStrategy(Strategy):
         free = self.concurrency - len(self.tasks)
         idle = self.idle_nodes(grid)
         if self.rate_limit is not None and idle:
+            online = len(list(grid.get_node_ids()))
+            if online * self.rate_limit < self.rate_window and not self.rate_limit_warned:
+                self.rate_limit_warned = True
+                log(logging.WARNING, "%s: %d online nodes × rate_limit %d < rate_window %d: the "
+                    "limit cannot hold and work proceeds in waves", type(self).__name__, online,
+                    self.rate_limit, self.rate_window)  # fmt: skip
             held = {n: self.recent.count(n) for n in set(self.recent)}
             under = [n for n in idle if held.get(n, 0) < self.rate_limit]
             if not under and not self.tasks:  # all over their limit, nobody busy: waive it
