@@ -64,6 +64,7 @@ __all__ = [
     "MultiKrumRule",
     "TrimmedMeanRule",
     "bounded_weights",
+    "check_weight_clip",
     "make_aggregator",
 ]
 
@@ -88,11 +89,17 @@ def _check_stack(G: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor 
     return w
 
 
+def check_weight_clip(clip: float) -> float:
+    """`clip` as a float, or ValueError: it must be a number ≥ 1 (`math.inf`: unbounded)."""
+    if not (isinstance(clip, int | float) and not isinstance(clip, bool) and clip >= 1):
+        raise ValueError(f"weight_clip = {clip!r} is invalid: must be ≥ 1 (inf: unbounded)")
+    return float(clip)
+
+
 def bounded_weights(reported: torch.Tensor, clip: float = 1.0) -> tuple[torch.Tensor, int]:
     """(w, how many were clipped): w_i = min(n_i, clip · median(n)) over the reported counts n
     (the lower median for even n). `clip` ≥ 1; `math.inf` trusts the reports unbounded."""
-    if not (isinstance(clip, int | float) and not isinstance(clip, bool) and clip >= 1):
-        raise ValueError(f"weight_clip = {clip!r} is invalid: must be ≥ 1 (inf: unbounded)")
+    check_weight_clip(clip)
     n = torch.as_tensor(reported, dtype=torch.float64)
     if math.isinf(clip):
         return n, 0

@@ -39,7 +39,7 @@ from flwr.serverapp.strategy import FedAvg
 from fl.protocol.replies import split_replies
 from fl.robust.bgmd import block_geometric_median
 from fl.robust.geomedian import geometric_median
-from fl.strategies.aggregation import bounded_weights
+from fl.strategies.aggregation import bounded_weights, check_weight_clip
 from fl.strategies.flatten import Layout, flatten, layout_of, unflatten
 
 GM_METHODS = ("weiszfeld", "vardi")
@@ -88,9 +88,8 @@ class GeometricMedian(FedAvg):
                 f"nu = {nu!r}, tol = {tol!r}, max_iter = {max_iter!r}: "
                 "need nu > 0, tol > 0, max_iter ≥ 1"
             )
-        bounded_weights(torch.ones(1), weight_clip)  # validates weight_clip
         self.weighted = weighted
-        self.weight_clip = float(weight_clip)
+        self.weight_clip = check_weight_clip(weight_clip)
         self.method = method
         self.gm_kwargs = {"method": method, "nu": nu, "tol": tol, "max_iter": max_iter}
         self.warm_start = warm_start
@@ -141,13 +140,8 @@ class GeometricMedian(FedAvg):
         )
         weights = None
         if self.weighted:
-            reported = torch.tensor(
-                [_num_examples(r, self.weighted_by_key) for r in ok], dtype=torch.float64
-            )
-            weights, clipped = bounded_weights(reported, self.weight_clip)
+            weights, clipped = clipped_reply_weights(ok, self.weighted_by_key, self.weight_clip)
             self.last_round_info["weights_clipped"] = clipped
-            if float(weights.sum()) <= 0:
-                weights = None
         step = self._aggregate(G, weights)  # (the round loop times aggregation, not us)
         new = unflatten(g + step, layout, self._global)
         metrics = self.train_metrics_aggr_fn([r.content for r in ok], self.weighted_by_key)
@@ -163,9 +157,17 @@ class GeometricMedian(FedAvg):
         return res.median
 
 
-def _num_examples(reply: Message, key: str) -> float:
-    value = next(iter(reply.content.metric_records.values()))[key]
-    return float(value)  # type: ignore[arg-type]  # validated: a finite number ≥ 0
+def clipped_reply_weights(
+    replies: list[Message], key: str, clip: float
+) -> tuple[torch.Tensor | None, int]:
+    """(weights, how many were clipped): the replies' reported `key` (validated: finite, ≥ 0)
+    through `bounded_weights`; None when every weight is 0 (nothing to weight by)."""
+    reported = torch.tensor(
+        [float(next(iter(r.content.metric_records.values()))[key]) for r in replies],  # type: ignore[arg-type]
+        dtype=torch.float64,
+    )
+    weights, clipped = bounded_weights(reported, clip)
+    return (weights if float(weights.sum()) > 0 else None), clipped
 
 
 class BlockGeometricMedian(GeometricMedian):

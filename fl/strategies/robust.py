@@ -24,8 +24,9 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fl.protocol.replies import split_replies
-from fl.strategies.aggregation import AGGREGATORS, Aggregator, bounded_weights, make_aggregator
+from fl.strategies.aggregation import AGGREGATORS, Aggregator, check_weight_clip, make_aggregator
 from fl.strategies.flatten import flatten, layout_of, unflatten
+from fl.strategies.geomedian import clipped_reply_weights
 from fl.strategies.server_optimizer import ServerSGD
 
 __all__ = ["WEIGHTED_RULES", "RobustAggregation"]
@@ -121,12 +122,11 @@ class RobustAggregation(FedAvg):
                 f"weighted = True is invalid with aggregator = {aggregator!r}: must be false "
                 f"(only {', '.join(WEIGHTED_RULES)} use weights)"
             )
-        bounded_weights(torch.ones(1), weight_clip)  # validates weight_clip
         self.aggregator = aggregator
         self.aggregator_options = dict(aggregator_options or {})
         self.rule: Aggregator = rule
         self.weighted = weighted
-        self.weight_clip = float(weight_clip)
+        self.weight_clip = check_weight_clip(weight_clip)
         self.optimizer = ServerSGD(
             lr=server_lr, momentum=server_momentum, nesterov=nesterov, weight_decay=weight_decay
         )
@@ -209,13 +209,8 @@ class RobustAggregation(FedAvg):
         )
         weights = None
         if self.weighted:
-            reported = torch.tensor(
-                [_num_examples(r, self.weighted_by_key) for r in ok], dtype=torch.float64
-            )
-            weights, clipped = bounded_weights(reported, self.weight_clip)
+            weights, clipped = clipped_reply_weights(ok, self.weighted_by_key, self.weight_clip)
             self.last_round_info["weights_clipped"] = clipped
-            if float(weights.sum()) <= 0:  # every count 0: nothing to weight by
-                weights = None
         started = time.perf_counter()
         step = self.rule(G, weights)
         rule_s = time.perf_counter() - started  # the rule alone (the loop times all of this)
@@ -236,8 +231,3 @@ def _nested_message(aggregator: str, text: str) -> str:
     if text.startswith(prefix) and re.match(r"\w+ = ", inner):
         inner = f"aggregator_options.{inner}"
     return f"rule {aggregator!r}: {inner}"
-
-
-def _num_examples(reply: Message, key: str) -> float:
-    value = next(iter(reply.content.metric_records.values()))[key]
-    return float(value)  # type: ignore[arg-type]  # validated: a finite number ≥ 0
