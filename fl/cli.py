@@ -1,12 +1,16 @@
-"""`fl-sim`: run an experiment from a TOML config, and plot or compare results folders."""
+"""`fl-sim`: run experiments in virtual time, watch, plot and compare them, list what exists."""
 # Errors: a bad config exits 2 and a failed run exits 1, each with one line "error: ..." on
-# stderr; `--debug` re-raises instead, to show the traceback.
+# stderr; `--debug` re-raises instead, to show the traceback. Ctrl-C exits 130.
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,6 +26,51 @@ cli = typer.Typer(
 )
 
 _DEBUG_HELP = "on an error, show the full traceback instead of one line"
+
+# What a run writes into its results folder: `--force` removes exactly these, nothing else.
+RUN_FILES = (
+    "config.toml",
+    "rounds.csv",
+    "messages.csv",
+    "summary.json",
+    "model.pt",
+    "status.json",
+    "checkpoint.pkl",
+)
+RUN_GLOBS = ("*.png", "timeline*.html", ".checkpoint-*")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"fl {of('fl')} (flwr {of('flwr')}, torch {of('torch')})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(_version())
+        raise typer.Exit()
+
+
+@cli.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="print the versions of fl, flwr and torch, and exit",
+        ),
+    ] = False,
+) -> None:
+    """Run federated-learning experiments in virtual time; plot, compare and inspect them."""
 
 
 def _one_line(exc: BaseException) -> str:
@@ -53,6 +102,16 @@ def run(
     out: Annotated[
         Path | None, typer.Option(help="results folder (default: <output_dir>/<name>)")
     ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="the run's name, in legends, tables and the default folder (default: the "
+            "config's name, plus what --set changed)"
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="overwrite the results of an earlier run in the folder")
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
     engine: Annotated[
         str,
@@ -68,7 +127,10 @@ def run(
 ) -> None:
     """Run one experiment and write its results folder.
 
-    Exits 2 for an invalid config (one line naming the key), 1 for a run that failed."""
+    Exits 2 for an invalid config (one line naming the key), 1 for a run that failed, 130 on
+    Ctrl-C. A folder holding an earlier run is never overwritten without --force."""
+    import dataclasses
+
     from fl.experiment import run_experiment
     from fl.experiment.config import load_config
     from fl.experiment.results import summary
@@ -80,7 +142,13 @@ def run(
         cfg = load_config(config, set_ or [])
     except ConfigError as exc:
         raise _fail(exc, 2, debug) from None
+    run_name = name if name is not None else default_run_name(cfg.name, set_ or [])
+    if not run_name or "/" in run_name or run_name in (".", ".."):
+        typer.echo(f"error: --name {run_name!r} is invalid: must be a folder name", err=True)
+        raise typer.Exit(2)
+    cfg = dataclasses.replace(cfg, name=run_name)
     out_dir = out or Path(cfg.output_dir) / cfg.name
+    _claim(out_dir, force)
     try:
         if engine == "flower":
             from fl.flower.engines import run_on_flower
@@ -89,6 +157,10 @@ def run(
             text = (out_dir / "summary.json").read_text()
         else:
             text = json.dumps(summary(run_experiment(cfg, out_dir, progress=not quiet)), indent=2)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except ConfigError as exc:  # a value only the data could refute (e.g. too many classes)
+        raise _fail(exc, 2, debug) from None
     except Exception as exc:  # a failed run: one line, not a traceback
         raise _fail(exc, 1, debug, "the run failed: ") from None
     typer.echo(text)
@@ -107,6 +179,8 @@ def resume(
 
     try:
         result = resume_experiment(results, progress=not quiet)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
     except RunFailedError as exc:
         raise _fail(exc, 1, debug, "the run failed: ") from None
     except (FileNotFoundError, ValueError) as exc:
@@ -122,14 +196,12 @@ def plot(
     results: Annotated[list[Path], typer.Argument(help="results folders to overlay")],
     out: Annotated[Path, typer.Option(help="where to write the PNGs")] = Path("results/plots"),
 ) -> None:
-    """Overlay several runs: accuracy against virtual time and against rounds."""
+    """Overlay several runs: accuracy against virtual time and against rounds.
+
+    Entries that are not results folders (e.g. PNGs a glob matched) are skipped with a note."""
     from fl.experiment.plots import plot_runs
 
-    for d in results:
-        if not (d / "rounds.csv").is_file():
-            typer.echo(f"error: {d} is not a results folder (no rounds.csv)", err=True)
-            raise typer.Exit(2)
-    for path in plot_runs(results, out):
+    for path in plot_runs(_results_folders(results, "rounds.csv"), out):
         typer.echo(str(path))
 
 
@@ -137,17 +209,16 @@ def plot(
 def compare(
     results: Annotated[list[Path], typer.Argument(help="results folders")],
 ) -> None:
-    """Print a table of the runs' summaries side by side."""
+    """Print a table of the runs' summaries side by side.
+
+    Entries that are not results folders of finished runs are skipped with a note."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table("run", "strategy", "rounds", "final acc", "virtual time (s)", "wall (s)")
-    for d in results:
-        path = d / "summary.json"
-        if not path.is_file():
-            typer.echo(f"error: {d} is not a results folder (no summary.json)", err=True)
-            raise typer.Exit(2)
-        s = json.loads(path.read_text())
+    runs = _results_folders(results, "summary.json")
+    for d in runs:
+        s = json.loads((d / "summary.json").read_text())
         table.add_row(
             s["name"],
             s["strategy"],
@@ -156,7 +227,199 @@ def compare(
             f"{s['virtual_time_s']:.1f}",
             f"{s['wall_time_s']:.1f}",
         )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a pipe or a file: the table at its natural width, uncut
+        console = Console(width=10_000)
+    console.print(table)
+
+
+def default_run_name(config_name: str, overrides: Sequence[str]) -> str:
+    """The config's name, plus what `--set` changed: ``fedavg+strategy.name=fedprox``, so runs
+    of one config with different overrides neither share a folder nor a legend label. A
+    ``name=`` override is the name itself; ``output_dir=`` changes where, not what."""
+    parts = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if key == "name":
+            config_name = value.strip("\"'")
+        elif key != "output_dir":
+            parts.append(f"{key}={value}")
+    slug = "+".join([config_name, *parts])
+    return re.sub(r"[^\w.=+,-]", "_", slug)
+
+
+def _is_run_folder(path: Path) -> bool:
+    return any((path / f).exists() for f in ("config.toml", "rounds.csv", "summary.json"))
+
+
+def _claim(out_dir: Path, force: bool) -> None:
+    """Refuse a folder that holds an earlier run, unless `force`: then remove that run's files
+    (and only those) so nothing of it (a stale checkpoint, old rows) mixes with the new one."""
+    if not _is_run_folder(out_dir):
+        return
+    if not force:
+        typer.echo(
+            f"error: {out_dir} already holds a run; use --force to overwrite it, --name to "
+            f"give this run another name, or `fl-sim resume {out_dir}` to continue it",
+            err=True,
+        )
+        raise typer.Exit(2)
+    for name in RUN_FILES:
+        (out_dir / name).unlink(missing_ok=True)
+    for pattern in RUN_GLOBS:
+        for path in out_dir.glob(pattern):
+            if path.is_file():
+                path.unlink()
+            elif path.is_dir():
+                shutil.rmtree(path)
+
+
+def _results_folders(paths: Sequence[Path], needs: str) -> list[Path]:
+    """The entries of `paths` that hold `needs`; a note on stderr for each one skipped, and an
+    error (exit 2) when none is left."""
+    keep = []
+    for path in paths:
+        if (path / needs).is_file():
+            keep.append(path)
+        else:
+            typer.echo(f"note: skipping {path} (not a results folder: no {needs})", err=True)
+    if not keep:
+        typer.echo("error: none of the paths is a results folder", err=True)
+        raise typer.Exit(2)
+    return keep
+
+
+def _show(value: Any) -> str:
+    import inspect
+
+    if value is inspect.Parameter.empty:
+        return "(required)"
+    return "None" if value is None else repr(value)
+
+
+@cli.command()
+def strategies(
+    name: Annotated[
+        str | None, typer.Argument(help="one strategy: show its options in full")
+    ] = None,
+) -> None:
+    """List every strategy a config's `strategy.name` may use, with its options."""
+    from fl.experiment.reference import strategy_reference
+
+    infos = strategy_reference()
+    if name is not None:
+        chosen = [i for i in infos if i.name == name]
+        if not chosen:
+            names = ", ".join(i.name for i in infos)
+            typer.echo(f"error: strategy {name!r} is unknown; known strategies: {names}", err=True)
+            raise typer.Exit(2)
+        info = chosen[0]
+        kind = "asynchronous" if info.async_ else "synchronous"
+        typer.echo(f"{info.name}: {info.summary}\n  class {info.cls} ({kind})\n")
+        typer.echo("strategy.options:")
+        for opt in info.options:
+            typer.echo(f"  {opt.name} : {opt.type} = {_show(opt.default)}")
+            for line in textwrap.wrap(opt.doc, 92):
+                typer.echo(f"      {line}")
+        return
+    width = max(len(i.name) for i in infos)
+    for info in infos:
+        kind = "async" if info.async_ else "sync "
+        typer.echo(f"{info.name:<{width}}  {kind}  {info.summary}")
+        opts = "options: " + ", ".join(o.name for o in info.options)
+        for line in textwrap.wrap(opts, 98 - width - 9):
+            typer.echo(f"{'':<{width}}         {line}")
+    typer.echo("\n`fl-sim strategies NAME` shows one strategy's options with types and meaning.")
+
+
+@cli.command()
+def datasets() -> None:
+    """List the datasets that work offline (and the downloading `hf:` loader)."""
+    from fl.data.config import DATASET_INFO, PARTITIONS
+
+    width = max(map(len, DATASET_INFO))
+    for name, text in DATASET_INFO.items():
+        typer.echo(f"{name:<{width}}  {text}")
+    typer.echo(f"{'hf:NAME':<{width}}  any Hugging Face dataset (downloads: needs the internet)")
+    typer.echo(f"\npartitions (data.partition): {', '.join(PARTITIONS)}")
+
+
+@cli.command()
+def config(
+    path: Annotated[
+        Path | None, typer.Argument(help="a config to show resolved (every key, its value)")
+    ] = None,
+    defaults: Annotated[
+        bool, typer.Option(help="print every key at its default, with a comment on each")
+    ] = False,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a key (repeatable)")
+    ] = None,
+    debug: Annotated[bool, typer.Option(help=_DEBUG_HELP)] = False,
+) -> None:
+    """Print a complete config: the defaults (`--defaults > my.toml` starts a new experiment),
+    or a config file resolved with its defaults and `--set` overrides."""
+    if defaults == (path is not None):
+        typer.echo("error: give either a config file or --defaults", err=True)
+        raise typer.Exit(2)
+    if defaults:
+        from fl.experiment.reference import default_config_toml
+
+        typer.echo(default_config_toml(), nl=False)
+        return
+    from fl.experiment.config import load_config
+    from fl.schema import to_dict, to_toml
+
+    try:
+        cfg = load_config(path, set_ or [])  # type: ignore[arg-type]
+    except ConfigError as exc:
+        raise _fail(exc, 2, debug) from None
+    typer.echo(to_toml(to_dict(cfg)), nl=False)
+
+
+@cli.command()
+def watch(
+    results: Annotated[Path, typer.Argument(help="results folder of a running run")],
+    interval: Annotated[float, typer.Option(help="seconds between checks")] = 2.0,
+    once: Annotated[bool, typer.Option(help="print the state once and exit")] = False,
+) -> None:
+    """Follow a run as it goes: a line per new round (virtual time, accuracy, ETA) until it ends.
+
+    Exits 0 when the run finished, 1 if it failed or stopped, 2 if RESULTS is no results folder."""
+    from fl.experiment.watch import watch_run
+
+    try:
+        code = watch_run(results, interval_s=interval, once=once)
+    except KeyboardInterrupt:
+        code = 130
+    raise typer.Exit(code)
+
+
+@cli.command()
+def timeline(
+    results: Annotated[Path, typer.Argument(help="results folder (with messages.csv)")],
+    out: Annotated[
+        Path | None, typer.Option(help="where to write the figures (default: RESULTS)")
+    ] = None,
+    html: Annotated[
+        bool, typer.Option(help="also write an interactive HTML page (needs fl[viz])")
+    ] = False,
+    aggregate_above: Annotated[
+        int, typer.Option(help="above this many nodes, one row per tier or device group")
+    ] = 200,
+    debug: Annotated[bool, typer.Option(help=_DEBUG_HELP)] = False,
+) -> None:
+    """Draw the run in virtual time: each node's download / compute / upload, idle, offline,
+    dropped and lost messages, round boundaries; staleness (asynchronous) or tiers (TiFL)."""
+    from fl.experiment.timeline import render_timeline
+
+    try:
+        paths = render_timeline(results, out, html=html, aggregate_above=aggregate_above)
+    except (FileNotFoundError, ValueError, ImportError) as exc:
+        raise _fail(exc, 2, debug) from None
+    for path in paths:
+        typer.echo(str(path))
 
 
 def main() -> None:

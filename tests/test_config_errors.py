@@ -261,26 +261,29 @@ def test_cli_bad_strategy_option_exits_2_with_one_line(tmp_path: Path) -> None:
     assert lines[0].startswith("error: strategy.options.proximal_mu = 'abc' is invalid")
 
 
-@pytest.mark.parametrize(
-    ("sets", "needle"),
-    [
-        (["faults.nan_prob=1.0"], "RunFailedError"),  # nothing aggregated
-        (["data.partition=shards", "data.classes_per_node=11"], "classes_per_node=11"),
-    ],
-)
-def test_cli_failed_run_exits_1_with_one_line(tmp_path: Path, sets: list, needle: str) -> None:
-    args = [a for s in sets for a in ("--set", s)]
-    res = _run(tmp_path, *args)
+def test_cli_failed_run_exits_1_with_one_line(tmp_path: Path) -> None:
+    res = _run(tmp_path, "--set", "faults.nan_prob=1.0")  # nothing aggregated
     assert res.exit_code == 1, res.output
     lines = _stderr_lines(res)
     assert 1 <= len(lines) <= 5, res.stderr
-    assert lines[0].startswith("error: the run failed: ") and needle in lines[0], lines
+    assert lines[0].startswith("error: the run failed: ") and "RunFailedError" in lines[0], lines
+    assert "Traceback" not in res.output
+
+
+def test_cli_value_the_data_refutes_exits_2_with_one_line(tmp_path: Path) -> None:
+    """A config value only the loaded data can refute (more classes per node than the dataset
+    has) is still a config error: exit 2, one line naming the key."""
+    res = _run(tmp_path, "--set", "data.partition=shards", "--set", "data.classes_per_node=11")
+    assert res.exit_code == 2, res.output
+    lines = _stderr_lines(res)
+    assert 1 <= len(lines) <= 5, res.stderr
+    assert lines[0].startswith("error: invalid classes_per_node=11"), lines
     assert "Traceback" not in res.output
 
 
 def test_cli_debug_reraises(tmp_path: Path) -> None:
     res = _run(tmp_path, "--set", "data.partition=shards", "--set", "data.classes_per_node=11")
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     res = _run(
         tmp_path,
         "--debug",

@@ -25,10 +25,10 @@ class TrainConfig:
 
     epochs: int = 1  # local epochs (ignored when steps > 0)
     steps: int = 0  # if > 0: exactly this many mini-batch steps per round instead of epochs
-    batch_size: int = 16
-    lr: float = 0.1
-    momentum: float = 0.0
-    weight_decay: float = 0.0
+    batch_size: int = 16  # local mini-batch size (an I-Prof profiler may choose it per task)
+    lr: float = 0.1  # local SGD learning rate
+    momentum: float = 0.0  # local SGD momentum (reset every round)
+    weight_decay: float = 0.0  # local SGD L2 weight decay
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", self.epochs, "≥ 1")

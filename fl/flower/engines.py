@@ -2,8 +2,8 @@
 
 `run_on_flower(cfg)` runs the same `ExperimentConfig` that `fl-sim run` runs on the virtual grid,
 through `flwr run <repo> local --federation-config "num-supernodes=N ..."`, and returns the
-results folder the Flower ServerApp (`fl.flower.app`) wrote. What it takes care of (measured
-pitfalls of flwr 1.41, research/flower_api.md §6–7):
+results folder the Flower ServerApp (`fl.flower.app`) wrote. What it takes care of (pitfalls
+measured with flwr 1.41 and 1.42):
 
 - a private `FLWR_HOME` (connection config, app installs, the local SuperLink's database), so
   nothing is read from or written to `~/.flwr`;

@@ -1,7 +1,7 @@
 """I-Prof (FLeet, Damaskinos et al., Middleware 2020): predict a device's computation time and
 pick the largest mini-batch that meets a latency bound (SLO).
 
-Model (research notes §2.5). The computation time of a batch of n examples is n × s, where s,
+Model. The computation time of a batch of n examples is n × s, where s,
 the seconds per example, is predicted in log space:
 
     log s = g(x) + b_d

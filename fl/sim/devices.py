@@ -3,7 +3,7 @@
 The public names of three modules, in one place:
 
 - :mod:`fl.sim.profile`: :class:`DeviceProfile` turns the work of one message into virtual
-  seconds (DESIGN.md, "What virtual time counts"): download (model bytes ÷ a per-message downlink
+  seconds: download (model bytes ÷ a per-message downlink
   draw) + compute (FLOPs reported by the client ÷ the device's throughput, times a seeded lognormal
   jitter) + upload (reply bytes ÷ an uplink draw), as a :class:`Latency`.
 - :mod:`fl.sim.population`: :func:`make_population` builds a list of profiles from a

@@ -1,8 +1,8 @@
 """Fault injection: ClientApps that crash, or reply with NaN, wrongly shaped or malformed content.
 
 Faults are not attacks: every node may hit one, independently, with the configured probability
-per training task. They exercise what a long study must survive (DESIGN.md, Conventions: bad
-replies are rejected and counted, never aggregated):
+per training task. They exercise what a long study must survive (bad replies are rejected and
+counted, never aggregated):
 
 - ``crash_prob``: the ClientApp raises mid-training (the grid records the error text; no reply);
 - ``nan_prob``: the reply's model is all NaN;
@@ -34,10 +34,10 @@ _FAULT_STREAM = 0xFA17
 class FaultConfig:
     """Per-task probabilities of each fault (all 0: no fault injection)."""
 
-    crash_prob: float = 0.0
-    nan_prob: float = 0.0
-    corrupt_prob: float = 0.0
-    bad_metrics_prob: float = 0.0
+    crash_prob: float = 0.0  # the ClientApp raises mid-training (no reply, error recorded)
+    nan_prob: float = 0.0  # the reply's model is all NaN
+    corrupt_prob: float = 0.0  # the reply's first array has the wrong shape
+    bad_metrics_prob: float = 0.0  # the reply lacks num-examples or reports a negative one
 
     def __post_init__(self) -> None:
         for name in ("crash_prob", "nan_prob", "corrupt_prob", "bad_metrics_prob"):

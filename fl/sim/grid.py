@@ -8,8 +8,7 @@ download + compute (work the client reports ÷ device speed, with seeded jitter)
 or never, if the device goes offline or fails meanwhile. Lost replies surface as expired-TTL
 errors, as on a real SuperLink. Messages carry virtual timestamps in `metadata.created_at`.
 
-See DESIGN.md ("The one idea that holds it together") and research/flower_api.md §3 for the
-Flower internals this relies on (TaskIdentity, message ids, shared content); they are all
+The private Flower internals this relies on (TaskIdentity, message ids, shared content) are all
 reached through `fl.sim.flower_internals`, which tests/test_conformance.py checks.
 """
 

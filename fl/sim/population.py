@@ -60,22 +60,22 @@ class PopulationConfig:
     node) whose compute speed is divided by ``straggler_slowdown``, on top of their kind.
     """
 
-    kind: str = "uniform"
-    flops_per_s: float = 1e9
-    down_mbps: float = 20.0
-    up_mbps: float = 5.0
-    tier_shares: tuple[float, ...] = (4.0, 2.0, 1.0, 1 / 3, 1 / 5)
-    tier_down_mbps: tuple[float, ...] = (100.0, 30.0, 30.0, 30.0, 10.0)
-    tier_up_mbps: tuple[float, ...] | None = None
-    tier_fractions: tuple[float, ...] | None = None
-    availability: str = "always"
-    mean_online_s: float = 3600.0
-    mean_offline_s: float = 600.0
-    failure_prob: float = 0.0
-    compute_jitter: float = 0.0
-    bandwidth_jitter: float | None = None
-    stragglers: tuple[int, ...] = ()
-    straggler_slowdown: float = 10.0
+    kind: str = "uniform"  # "uniform", "tiers" or "mobile" (see above)
+    flops_per_s: float = 1e9  # compute speed (uniform; the base speed of tiers and mobile)
+    down_mbps: float = 20.0  # downlink bandwidth, Mbit/s (uniform)
+    up_mbps: float = 5.0  # uplink bandwidth, Mbit/s (uniform)
+    tier_shares: tuple[float, ...] = (4.0, 2.0, 1.0, 1 / 3, 1 / 5)  # tiers: speed × flops_per_s
+    tier_down_mbps: tuple[float, ...] = (100.0, 30.0, 30.0, 30.0, 10.0)  # tiers: downlinks
+    tier_up_mbps: tuple[float, ...] | None = None  # tiers: uplinks (None: the downlinks)
+    tier_fractions: tuple[float, ...] | None = None  # tiers: share of nodes (None: equal)
+    availability: str = "always"  # "always" or "onoff" (Exp online/offline periods)
+    mean_online_s: float = 3600.0  # onoff: mean online period, virtual seconds
+    mean_offline_s: float = 600.0  # onoff: mean offline period, virtual seconds
+    failure_prob: float = 0.0  # probability that a message is lost (device dies mid-task)
+    compute_jitter: float = 0.0  # σ of the lognormal factor on compute time (0: exact)
+    bandwidth_jitter: float | None = None  # relative sd of link draws (None: the kind's)
+    stragglers: tuple[int, ...] = ()  # node indices slowed by straggler_slowdown ([-1]: last)
+    straggler_slowdown: float = 10.0  # compute-speed divisor of the stragglers
 
     def __post_init__(self) -> None:
         owner = "PopulationConfig"

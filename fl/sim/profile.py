@@ -1,10 +1,10 @@
 """One simulated device: how long a message takes on it (:class:`DeviceProfile`, :class:`Latency`).
 
-A :class:`DeviceProfile` turns the work of one message into virtual seconds (DESIGN.md, "What
-virtual time counts"): download (model bytes ÷ a per-message downlink draw) + compute (FLOPs
-reported by the client ÷ the device's throughput, times a seeded lognormal jitter) + upload (reply
-bytes ÷ an uplink draw). Compute time therefore depends on the model and the work the client did,
-never on a constant per client. Import these from :mod:`fl.sim.devices`.
+A :class:`DeviceProfile` turns the work of one message into virtual seconds: download (model bytes
+÷ a per-message downlink draw) + compute (FLOPs reported by the client ÷ the device's throughput,
+times a seeded lognormal jitter) + upload (reply bytes ÷ an uplink draw). Compute time therefore
+depends on the model and the work the client did, never on a constant per client. Import these from
+:mod:`fl.sim.devices`.
 
 Units: FLOP/s, bits/s, bytes, seconds.
 """

@@ -10,7 +10,7 @@ differ only in λ:
   max(floor, BC(p, q)), where p is the update's label distribution and q that of all updates
   applied so far (a rare-label update from a straggler is boosted, at most 1/floor = 10×).
 
-Choices where the paper and the authors' code differ or are silent (research notes §2.4, §2.10):
+Choices where the paper and the authors' code differ or are silent:
 - τ_thres is the `staleness_percentile`-th percentile (default 95, an observed value) of the
   staleness of all updates so far, current one included; or a fixed `staleness_threshold`.
 - Like the authors' code, the exponent uses min(τ, τ_thres) (`cap_staleness=True`): without the
@@ -87,13 +87,23 @@ class AdaSGD(AsyncStrategy):
 
     Parameters (beyond AsyncStrategy's)
     -----------------------------------
-    staleness_percentile: τ_thres = this percentile of the staleness observed so far.
-    staleness_threshold: a fixed τ_thres instead (None: the percentile).
-    cap_staleness: use min(τ, τ_thres) in the exponent (the authors' code).
-    boost: enable the similarity boost; boost_floor: BC floor (max boost = 1/floor).
-    boost_margin: the boost fires for τ > boost_margin × τ_thres.
-    max_weight: cap on a boosted update's weight (1: never more than a fresh update).
-    warmup_updates: updates before the boost may fire (None: 2 × concurrency).
+    staleness_percentile : float
+        τ_thres is this percentile of the staleness observed so far.
+    staleness_threshold : float | None
+        A fixed τ_thres instead (None: the percentile).
+    cap_staleness : bool
+        Use min(τ, τ_thres) in the dampening exponent (the authors' code).
+    boost : bool
+        Enable the rare-label (similarity) boost.
+    boost_floor : float
+        Floor of the Bhattacharyya coefficient; the largest boost is 1 / boost_floor.
+    boost_margin : float
+        The boost fires only for τ > boost_margin × τ_thres.
+    max_weight : float
+        Cap on a boosted update's weight (1: never more than a fresh update; inf: FLeet's
+        unbounded boost).
+    warmup_updates : int | None
+        Updates applied before the boost may fire (None: 2 × concurrency).
     """
 
     def __init__(

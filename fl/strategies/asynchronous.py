@@ -102,25 +102,39 @@ class AsyncStrategy(Strategy):
 
     Parameters
     ----------
-    concurrency: nodes kept busy at once.
-    buffer_size: M, updates per model update (1 = fully asynchronous).
-    server_lr: η, scales the applied (weighted, averaged) delta.
-    lr_decay: the server rate at version v is η / (1 + v) ** lr_decay (FLeet uses 0.3).
-    weighting: "uniform" averages the window's weighted deltas (FLeet, FedBuff); "examples"
-        weights them by `num-examples` too (FedAvg's weights).
-    max_staleness: updates staler than this are dropped (None: never).
-    profiler: optional batch-size chooser called for every request and every reply: an
+    concurrency : int
+        Nodes kept busy at once.
+    buffer_size : int
+        M, updates per model update (1 = fully asynchronous).
+    server_lr : float
+        η, scales the applied (weighted, averaged) delta.
+    lr_decay : float
+        The server rate at version v is η / (1 + v) ** lr_decay (FLeet uses 0.3).
+    weighting : str
+        "uniform" averages the window's weighted deltas (FLeet, FedBuff); "examples" weights
+        them by `num-examples` too (FedAvg's weights; only with the mean).
+    max_staleness : int | None
+        Updates staler than this are dropped (None: never).
+    profiler : IProf | Mapping | None
+        Optional batch-size chooser called for every request and every reply: an
         `fl.profiling.IProf`, or a mapping of IProf's options (from a config).
-    seed: seeds which idle nodes get work.
-    aggregator: the rule over the window's (pre-scaled) deltas: "mean" (default), "geomedian",
-        "bgmd", "median", "trimmed_mean", "krum", "multikrum", "bulyan" (see
-        `fl.strategies.aggregation`); aggregator_options: the rule's options.
-    weighted_by_key: the reply metric holding the number of examples (Flower's
-        `weighted_by_key`); it must be present and a finite number ≥ 0 in every reply.
-    rate_limit: r, the most of the last `rate_window` accepted updates one node may hold
-        before it gets no more work (None: no limit).
-    rate_window: W (None: `buffer_size` if > 1, else `concurrency`).
-    replay_check: reject a delta equal to one the same node sent before (see above).
+    seed : int
+        Seeds which idle nodes get work.
+    aggregator : str
+        The rule over the window's (pre-scaled) deltas: "mean" (default), "geomedian", "bgmd",
+        "median", "trimmed_mean", "krum", "multikrum", "bulyan" (`fl.strategies.aggregation`).
+    aggregator_options : Mapping[str, Any] | None
+        The rule's options, e.g. ``{"beta": 0.1}`` for "bgmd".
+    weighted_by_key : str
+        The reply metric holding the number of examples (Flower's `weighted_by_key`); it must
+        be present and a finite number ≥ 0 in every reply.
+    rate_limit : int | None
+        r, the most of the last `rate_window` replies one node may hold before it gets no more
+        work (None: no limit).
+    rate_window : int | None
+        W (None: `buffer_size` if > 1, else `concurrency`).
+    replay_check : bool
+        Reject a delta equal to one the same node sent for another model version (see above).
     """
 
     def __init__(

@@ -24,8 +24,17 @@ from fl.strategies.updates import Update
 class FedAsync(AsyncStrategy):
     """FedAsync: w ← (1 − α s(τ)) w + α s(τ) w_client.
 
-    Parameters (beyond AsyncStrategy's): mixing (α ∈ (0, 1]), staleness_function
-    ("constant" | "polynomial" | "hinge"), a, b (the function's parameters).
+    Parameters (beyond AsyncStrategy's)
+    -----------------------------------
+    mixing : float
+        α ∈ (0, 1], the weight of a fresh client model.
+    staleness_function : str
+        s(τ): "constant" (1), "polynomial" ((1 + τ)^−a) or "hinge" (1 for τ ≤ b, else
+        1 / (a(τ − b) + 1)).
+    a : float
+        The staleness function's exponent ("polynomial") or slope ("hinge").
+    b : float
+        The hinge's knee ("hinge").
     """
 
     def __init__(

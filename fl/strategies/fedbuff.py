@@ -17,7 +17,13 @@ from fl.strategies.updates import Update
 
 
 class FedBuff(AsyncStrategy):
-    """FedBuff: buffer K deltas, weight each by 1/√(1+τ), average, step by the server rate."""
+    """FedBuff: buffer K deltas, weight each by 1/√(1+τ), average, step by the server rate.
+
+    Parameters (beyond AsyncStrategy's)
+    -----------------------------------
+    buffer_size : int
+        K, the deltas averaged into one model update (FedBuff's default 10).
+    """
 
     def __init__(self, *, buffer_size: int = 10, **kwargs: Any) -> None:
         super().__init__(buffer_size=buffer_size, **kwargs)

@@ -58,8 +58,10 @@ class GeometricMedian(FedAvg):
         the reports unbounded.
     method : str
         "weiszfeld" (smoothed, RFA) or "vardi" (Vardi–Zhang).
-    nu, tol : float
-        Smoothing and stopping tolerance of the solver.
+    nu : float
+        Smoothing of the Weiszfeld solver (distances below nu are treated as nu).
+    tol : float
+        Stopping tolerance of the solver (relative change of the objective).
     max_iter : int
         Solver iterations at most.
     warm_start : bool
@@ -173,11 +175,22 @@ def clipped_reply_weights(
 class BlockGeometricMedian(GeometricMedian):
     """BGMD: geometric median on a block of k = β·d coordinates, memory for the rest.
 
-    Parameters (beyond GeometricMedian's): beta (block fraction β), selector ("topk" | "sample"),
-    memory_reduce ("mean": faithful | "median": robust deviation, not in the paper), seed (for
-    `selector="sample"`). Defaults follow the authors' experiments: β = 0.1, top-k, mean memory,
-    Vardi–Zhang would be `method="vardi", tol=1e-5, max_iter=50`. `warm_start` is refused:
-    the block changes between rounds, so the previous median lies on other coordinates.
+    Defaults follow the authors' experiments: β = 0.1, top-k, mean memory; their Vardi–Zhang
+    solver is `method="vardi", tol=1e-5, max_iter=50`. `warm_start` is refused: the block
+    changes between rounds, so the previous median lies on other coordinates.
+
+    Parameters (beyond GeometricMedian's)
+    -------------------------------------
+    beta : float
+        β ∈ (0, 1], the block fraction: the median runs on k = ⌈β·d⌉ coordinates.
+    selector : str
+        "topk" (the k coordinates of largest memory-corrected norm, the paper's rule) or
+        "sample" (k coordinates drawn with probability ∝ their squared norm).
+    memory_reduce : str
+        How the memory of unselected coordinates is updated: "mean" (the paper's) or "median"
+        (coordinate-wise median, a robust deviation not in the paper).
+    seed : int
+        Seeds `selector="sample"`.
     """
 
     def __init__(

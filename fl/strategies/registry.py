@@ -144,6 +144,12 @@ def _parameters(name: str) -> dict[str, inspect.Parameter]:
     return out
 
 
+def strategy_options(name: str) -> dict[str, inspect.Parameter]:
+    """The options a config may give strategy `name` (``strategy.options``): its constructor
+    parameters, less those set from `clients_per_round` and the evaluation section."""
+    return {k: p for k, p in _parameters(name).items() if k not in _MANAGED}
+
+
 def _config_type(tp: Any) -> Any:
     """The type an option takes in a config: a Strategy object (TiFL's `aggregator`) is named
     by a string; `Sequence[X]` is a list; the rest as annotated."""

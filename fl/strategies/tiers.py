@@ -1,8 +1,8 @@
 """TiFL's tier bookkeeping as pure functions: tiering, credits, selection probabilities.
 
-Conventions: tiers are ordered fastest first (tier 0 has the lowest latencies); probability
-vectors have one entry per tier and sum to 1. See research notes §1.2–1.4 and the TiFL
-strategy's docstring for the choices made where the paper's text could not be checked.
+Conventions: tiers are ordered fastest first (tier 0 has the lowest latencies); probability vectors
+have one entry per tier and sum to 1. The TiFL strategy's docstring lists the choices made where
+the paper's text leaves room.
 """
 
 from __future__ import annotations

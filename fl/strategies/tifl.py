@@ -6,7 +6,7 @@ only for nodes of similar speed. Policies: `vanilla` (no tiers: uniform over all
 FedAvg baseline), static tier probabilities (`uniform`, `fast`, `slow`, `random` or an explicit
 vector), and `adaptive`, the credit-based policy that favours tiers whose accuracy lags.
 
-Choices where the paper's text could not be checked (research notes §1.10), all options:
+Choices where the paper's text leaves room, all of them options:
 - Profiling happens inside the first `configure_train`: `profiling_rounds` rounds in which every
   available node trains on the current model with deadline `t_max`; a node that misses it is
   charged `t_max`, and one that never answers is a dropout (never selected). Profiling updates
@@ -91,20 +91,50 @@ class TiFL(FedAvg):
 
     Parameters (beyond FedAvg's)
     ----------------------------
-    policy: "vanilla" | "uniform" | "fast" | "slow" | "random" | "adaptive" | "static"
-        ("static" requires `probabilities`).
-    clients_per_round: nodes selected per round (from one tier, or from all for vanilla).
-    num_tiers: m. profiling_rounds, t_max: profiling rounds and their deadline (seconds of the
-        grid's clock). tiering: "quantile" | "histogram". reprofile_every: 0 = never.
-    probabilities: explicit tier probability vector (fastest tier first).
-    num_rounds: R, for credits. credit_fractions / credit_skew: skewed credits (adaptive).
-    interval: I, rounds between probability updates. rank_formula: "paper" | "fltk".
-    require_no_improvement: update only if the last tier's accuracy did not improve.
-    accuracy_key: the evaluate-reply metric used as tier accuracy.
-    aggregator: a Flower strategy whose `aggregate_train` aggregates (default: FedAvg's).
-    num_malicious_nodes: f, malicious nodes a round's pool must dilute (0: pools are tiers).
-    pool_factor: a round's pool holds ≥ pool_factor · f online nodes (see above).
-    seed: seeds tier draws and node sampling.
+    policy : str
+        "vanilla" (no tiers: FedAvg sampling), "uniform", "fast", "slow", "random",
+        "adaptive" (credits and accuracy-driven probabilities) or "static" (requires
+        `probabilities`).
+    clients_per_round : int
+        Nodes selected per round (from one tier, or from all nodes for "vanilla").
+    num_tiers : int
+        m, the number of tiers.
+    profiling_rounds : int
+        Profiling rounds before tiering (every node trains; its latency is measured).
+    t_max : float
+        The deadline of a profiling round (seconds of the grid's clock); nodes that miss every
+        profiling deadline are dropouts and never selected.
+    tiering : str
+        "quantile" (equal-count tiers by mean latency) or "histogram" (equal-width latency
+        bins).
+    reprofile_every : int
+        Rounds between re-profiling (0: never).
+    probabilities : Sequence[float] | None
+        Explicit tier probabilities (fastest tier first) for the "static" policy.
+    num_rounds : int | None
+        R, the rounds of the run, from which the adaptive policy's credits are computed.
+    credit_fractions : Sequence[float] | None
+        Skewed credits per tier (adaptive), as fractions of the rounds.
+    credit_skew : float | None
+        Alternatively, Dirichlet-skewed credits, skew in [0, 1) (0: almost equal; the largest
+        share goes to the fastest tier).
+    interval : int
+        I, rounds between updates of the adaptive tier probabilities.
+    rank_formula : str
+        "paper" (the published probability formula) or "fltk" (FLTK's implementation).
+    require_no_improvement : bool
+        Update the probabilities only if the last tier's accuracy did not improve.
+    accuracy_key : str
+        The evaluate-reply metric read as a tier's accuracy.
+    aggregator : Strategy | None
+        A Flower strategy whose `aggregate_train` aggregates the selected tier's replies
+        (default: FedAvg's); from a config, a strategy name such as "bgmd".
+    num_malicious_nodes : int
+        f, the malicious nodes a round's pool must dilute (0: a round's pool is one tier).
+    pool_factor : float
+        A round's pool holds at least pool_factor · f online nodes, widened by the nearest tiers.
+    seed : int
+        Seeds tier draws and node sampling.
 
     FedAvg's options: `fraction_evaluate`, `min_evaluate_nodes` (non-adaptive federated
     evaluation), `min_available_nodes` (default `clients_per_round`: connected nodes to wait

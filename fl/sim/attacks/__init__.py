@@ -1,6 +1,6 @@
 """Byzantine nodes: attacks that wrap a node's ClientApp, so every aggregator meets the same attack.
 
-Four families (see research/simulators.md §6 and research/algorithms.md §3.3); the first three
+Four families; the first three
 are ``kind``, the fourth (``lies``) composes with any of them, ``kind = "none"`` included:
 
 - **Update attacks** (``gaussian``, ``sign_flip``, ``additive``) change the model a malicious
