@@ -422,6 +422,17 @@ def timeline(
         typer.echo(str(path))
 
 
+@cli.command("stop-flower")
+def stop_flower_cmd(
+    home: Annotated[Path, typer.Argument(help="the FLWR_HOME the Flower session ran with")],
+) -> None:
+    """Stop everything a local Flower session started with this FLWR_HOME: SuperLink,
+    SuperExec, ServerApp/simulation processes, SuperNodes and Ray (never this shell)."""
+    from fl.flower.cleanup import stop_flower
+
+    typer.echo(f"stopped {stop_flower(home)} process(es) started with FLWR_HOME={home}")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="fl-sim")

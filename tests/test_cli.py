@@ -211,3 +211,39 @@ def test_errors_are_a_few_lines_on_stderr_with_the_right_code(
     assert 1 <= len(lines) <= 5, proc.stderr[-2000:]
     assert lines[0].startswith("error: ") and needle in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_stop_flower_stops_every_process_of_that_flwr_home_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    """What `flwr run` leaves behind shares its FLWR_HOME (in the environment or the command
+    line); each such process and its descendants go, processes of another home stay."""
+    home, other = tmp_path / "home", tmp_path / "other"
+    child = (
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); time.sleep(120)"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", child], env={**os.environ, "FLWR_HOME": str(h)})
+        for h in (home, other)
+    ]
+    try:
+        import time
+
+        time.sleep(1.0)  # let the children start
+        from fl.flower.cleanup import flower_processes
+
+        mine = flower_processes(home)
+        assert procs[0].pid in mine and procs[1].pid not in mine
+        res = _invoke("stop-flower", str(home))
+        assert res.exit_code == 0 and res.stdout.startswith("stopped 2 process")
+        procs[0].wait(timeout=15)  # terminated (reaped by the stopper: no exit code to read)
+        assert procs[1].poll() is None  # the other home's process still runs
+        assert flower_processes(home) == set()  # the grandchild went too
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        from fl.flower.cleanup import stop_flower
+
+        stop_flower(other)
