@@ -2,7 +2,7 @@
 
 Written from Flower 1.41's own grids (`flwr.superlink.grid.InMemoryGrid`, `GrpcGrid`) and
 FedAvg's sampling (`strategy_utils.sample_nodes`): what they check, raise and return. The
-last group pins the private Flower internals `fl.sim.flower_internals` wraps, so a Flower
+last group pins the private Flower internals `fl.protocol.flower_internals` wraps, so a Flower
 release that changes them fails here, loudly, rather than in a simulation's numbers.
 """
 
@@ -25,8 +25,8 @@ from flwr.app import (
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from test_grid import make_app  # adds 1 to the weights; 10 examples, 1e7 FLOPs a node
 
+from fl.protocol import flower_internals as fi
 from fl.schema import ConfigError
-from fl.sim import flower_internals as fi
 from fl.sim.devices import DeviceProfile
 from fl.sim.grid import VirtualGrid
 from fl.strategies import TiFL
@@ -238,6 +238,18 @@ def test_set_message_id_and_reply_metadata() -> None:
     assert msg.metadata.created_at != 7.0 or md is not msg.metadata  # a copy
     err = fi.make_message(md, error=fi_error())
     assert err.has_error() and err.metadata is md
+
+
+def test_set_node_identity_is_what_a_workers_messages_carry() -> None:
+    """A worker process running ClientApps sets the run and node of Flower's process identity;
+    a reply built there carries them (the task id is left alone)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    fi.set_task_identity(1, task_id=9)
+    fi.set_node_identity(5, 1007)
+    assert (TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id) == (5, 1007, 9)
+    msg = Message(RecordDict(), 1001, "train")
+    assert msg.metadata.run_id == 5
 
 
 def fi_error():  # type: ignore[no-untyped-def]

@@ -23,9 +23,9 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from flwr.app import Context, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from fl.executors.base import ClientTask, SequentialExecutor, run_client_app
+from fl.protocol.flower_internals import set_node_identity
 
 
 def _new_pool(workers: int, torch_threads: int) -> ProcessPoolExecutor:
@@ -64,8 +64,7 @@ def _run_chunk(
     torch.set_num_threads(torch_threads)
     out = []
     for message, context in chunk:
-        TaskIdentity.run_id = message.metadata.run_id
-        TaskIdentity.node_id = message.metadata.dst_node_id
+        set_node_identity(message.metadata.run_id, message.metadata.dst_node_id)
         reply = run_client_app(ClientTask(message, context, client.app))
         out.append((reply, context.state))
     return out

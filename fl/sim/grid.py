@@ -9,7 +9,7 @@ or never, if the device goes offline or fails meanwhile. Lost replies surface as
 errors, as on a real SuperLink. Messages carry virtual timestamps in `metadata.created_at`.
 
 The private Flower internals this relies on (TaskIdentity, message ids, shared content) are all
-reached through `fl.sim.flower_internals`, which tests/test_conformance.py checks.
+reached through `fl.protocol.flower_internals`, which tests/test_conformance.py checks.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from fl.executors.base import ClientTask, Executor, SequentialExecutor
 from fl.protocol import keys
 from fl.sim.availability import next_time_online_count
 from fl.sim.devices import DeviceProfile
-from fl.sim.flower_internals import (
+from fl.protocol.flower_internals import (
     Run,
     copy_run,
     empty_run,

@@ -9,7 +9,7 @@ import math
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from fl.protocol import keys
-from fl.sim.flower_internals import copy_array
+from fl.protocol.flower_internals import copy_array
 
 
 def copy_recorddict(content: RecordDict) -> RecordDict:

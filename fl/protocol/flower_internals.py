@@ -1,4 +1,4 @@
-"""The private Flower internals the virtual grid relies on, in one place.
+"""The private Flower internals the virtual grid and its executors rely on, in one place.
 
 Flower's grids (InMemoryGrid, GrpcGrid) write message ids straight into `Metadata.__dict__`
 (the grid also copies `Array`s without re-validating them, through their `__dict__`),
@@ -27,6 +27,7 @@ __all__ = [
     "make_message",
     "reply_metadata",
     "set_message_id",
+    "set_node_identity",
     "set_task_identity",
     "unavailable_reply",
 ]
@@ -55,6 +56,13 @@ def set_task_identity(run_id: int, node_id: int = SUPERLINK_NODE_ID, task_id: in
     TaskIdentity.run_id = run_id
     TaskIdentity.node_id = node_id
     TaskIdentity.task_id = task_id
+
+
+def set_node_identity(run_id: int, node_id: int) -> None:
+    """Set the run and node of Flower's process-global identity, as a SuperNode's process has
+    them, leaving the task id as it is (a worker process running ClientApps)."""
+    TaskIdentity.run_id = run_id
+    TaskIdentity.node_id = node_id
 
 
 def set_message_id(message: Message, message_id: str) -> None:
