@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench docs clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,17 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/all.py
+
+# The documentation site (mkdocs.yml, docs/) into site/: the docs extra (MkDocs, Material) on
+# top of the usual set-up, then a strict build (any warning, e.g. a broken link, fails it).
+DOCS_STAMP := $(VENV)/.docs-installed
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 HF_HUB_OFFLINE=1 $(VENV)/bin/mkdocs build --strict
+
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -1,14 +1,18 @@
 """Refresh the README's included tables: every block between
 ``<!-- include: docs/<file>.md -->`` and ``<!-- end include -->`` becomes that file's text.
 
-The experiments write their tables (results/<experiment>/table.md); copy the one a section
-reports to docs/, then run ``python docs/include.py``. tests/test_readme.py checks that every
+The documentation site includes the experiments' tables at build time (pymdownx.snippets,
+see mkdocs.yml), but GitHub shows the README as it is, so a table the README shows is kept
+between these markers instead. Each experiment script writes ``table.md`` into its results
+folder; copy it to ``docs/<experiment>_table.md``, then run ``python docs/include.py``
+(``--check`` only reports whether a block is stale). tests/test_readme.py checks that every
 block equals its file, so a table in the README is never edited by hand.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
@@ -30,6 +34,19 @@ def refresh(readme: str) -> str:
     return BLOCK.sub(sub, readme)
 
 
-if __name__ == "__main__":
+def main(argv: list[str]) -> int:
     path = ROOT / "README.md"
-    path.write_text(refresh(path.read_text()))
+    text = path.read_text()
+    fresh = refresh(text)
+    if "--check" in argv:
+        if fresh != text:
+            print("README.md: an include block differs from its file; run python docs/include.py")
+            return 1
+        return 0
+    if fresh != text:
+        path.write_text(fresh)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -403,7 +403,10 @@ def timeline(
         Path | None, typer.Option(help="where to write the figures (default: RESULTS)")
     ] = None,
     html: Annotated[
-        bool, typer.Option(help="also write an interactive HTML page (needs fl[viz])")
+        bool,
+        typer.Option(
+            help="also write an interactive HTML page (needs the viz extra: pip install plotly)"
+        ),
     ] = False,
     aggregate_above: Annotated[
         int, typer.Option(help="above this many nodes, one row per tier or device group")
