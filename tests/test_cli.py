@@ -247,3 +247,15 @@ def test_stop_flower_stops_every_process_of_that_flwr_home_and_nothing_else(
         from fl.flower.cleanup import stop_flower
 
         stop_flower(other)
+
+
+def test_timeline_command_writes_the_figure_and_refuses_a_non_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _run(tmp_path, "--out", str(out)).exit_code == 0
+    res = _invoke("timeline", str(out), "--out", str(tmp_path / "tl"))
+    assert res.exit_code == 0, res.output
+    assert res.stdout.split() == [str(tmp_path / "tl" / "timeline.png")]
+    assert (tmp_path / "tl" / "timeline.png").stat().st_size > 10_000
+    res = _invoke("timeline", str(tmp_path))
+    assert res.exit_code == 2 and res.stderr.startswith("error: ")
+    assert len(res.stderr.strip().splitlines()) == 1
