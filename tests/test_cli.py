@@ -259,3 +259,12 @@ def test_timeline_command_writes_the_figure_and_refuses_a_non_run(tmp_path: Path
     res = _invoke("timeline", str(tmp_path))
     assert res.exit_code == 2 and res.stderr.startswith("error: ")
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_watch_command_reports_a_finished_run_and_refuses_a_non_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _run(tmp_path, "--out", str(out)).exit_code == 0
+    res = _invoke("watch", str(out), "--once")
+    assert res.exit_code == 0, res.output
+    assert "finished" in res.stdout
+    assert _invoke("watch", str(tmp_path / "nothing")).exit_code == 2

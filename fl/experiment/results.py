@@ -8,7 +8,11 @@ Layout (one directory per run):
                     seconds, bytes, FLOPs, outcome and error text
     summary.json    final accuracy, virtual and wall time, stop reason, time to target accuracy
     model.pt        the final global model (a torch state_dict)
+    status.json     the run's state (running, finished, failed, interrupted), position and ETA
     accuracy_vs_time.png, accuracy_vs_round.png
+
+rounds.csv, messages.csv and status.json are kept current while the run goes
+(`fl.experiment.live`); `write_results` writes the final tables once the run is over.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from flwr.serverapp.strategy import Strategy
 
 from fl.experiment.build import Experiment, central_evaluator, seed_everything, train_config_record
 from fl.experiment.config import RUN_ONLY_KEYS, ExperimentConfig, load_config
-from fl.experiment.results import RunResult, write_results
+from fl.experiment.live import Monitor
+from fl.experiment.results import MESSAGE_COLUMNS, RunResult, write_results
 from fl.loops.asynchronous import AsyncSettings, run_async
 from fl.loops.checkpoint import (
     CHECKPOINT_FILE,
@@ -32,6 +34,7 @@ from fl.loops.synchronous import LoopSettings, run_rounds
 from fl.schema import to_toml
 from fl.sim.grid import VirtualGrid
 from fl.strategies.asynchronous import AsyncStrategy
+from fl.strategies.registry import ASYNC_STRATEGIES
 
 log = logging.getLogger("fl")
 
@@ -69,8 +72,12 @@ def run_experiment(
     rounds (asynchronous strategies: model updates). `resume` continues from a checkpoint
     (see `resume_experiment`).
 
+    While it runs, the folder's rounds.csv, messages.csv and status.json are kept current
+    (`fl.experiment.live`), and with `progress` a progress bar goes to stderr. Ctrl-C flushes
+    them, marks the status interrupted, says on stderr how to go on, and re-raises.
+
     Flower's per-round INFO logs are silenced unless `quiet_flower` is False (the rounds
-    table and the progress bar carry the same information); the logger's level is restored
+    table and the progress bar carry the same information); the logger is restored
     afterwards. Raises `RunFailedError` (after writing the results folder) if no round
     aggregated anything.
     """
@@ -78,38 +85,73 @@ def run_experiment(
     # Tiny per-client models run far faster on one intra-op thread (a 2-thread pool
     # spin-waits: measured 0.16 vs 10.8 ms per MLP step on a loaded 2-core machine).
     torch.set_num_threads(cfg.torch_threads)
-    flwr_log = logging.getLogger("flwr")
-    level = flwr_log.level
-    flwr_log.setLevel(logging.WARNING if quiet_flower else logging.INFO)
-    try:
-        exp = Experiment.build(cfg, grid=grid, strategy=strategy, resume=resume)
-        result = _run(exp, out_dir, progress, resume)
-    except Exception as exc:  # say why beside the results (Flower's engines report it)
-        if out_dir is not None and Path(out_dir).is_dir():
-            first = (str(exc).splitlines() or [""])[0]
-            (Path(out_dir) / FAILURE_FILE).write_text(f"{type(exc).__name__}: {first}\n")
-        raise
-    finally:
-        flwr_log.setLevel(level)
-    run = RunResult(
-        config=cfg,
-        rows=result.rows,
-        arrays=result.arrays,
-        grid=exp.grid,
-        stop_reason=result.stop_reason,
-        wall_s=time.perf_counter() - wall0,
-        out_dir=Path(out_dir) if out_dir is not None else None,
+    monitor = Monitor(
+        cfg,
+        out_dir,
+        unit=_unit(cfg, resume.strategy if resume else strategy),
+        progress=progress,
+        start_rows=resume.loop.rows if resume else None,
+        start_wall=resume.wall_s if resume else 0.0,
     )
-    problem = nothing_learnt(run)
-    if out_dir is not None:
-        write_results(run)
-        failure = Path(out_dir) / FAILURE_FILE
-        failure.unlink(missing_ok=True)
-        if problem is not None:  # beside the results: Flower's engines report it from here
-            failure.write_text(problem + "\n")
+    try:
+        with flower_logs(quiet_flower):
+            exp = Experiment.build(cfg, grid=grid, strategy=strategy, resume=resume)
+            result = _run(exp, out_dir, monitor, resume)
+        run = RunResult(
+            config=cfg,
+            rows=result.rows,
+            arrays=result.arrays,
+            grid=exp.grid,
+            stop_reason=result.stop_reason,
+            wall_s=time.perf_counter() - wall0,
+            out_dir=Path(out_dir) if out_dir is not None else None,
+        )
+        problem = nothing_learnt(run)
+        if out_dir is not None:
+            write_results(run)  # the final tables: the same bytes as the live ones', settled
+            failure = Path(out_dir) / FAILURE_FILE
+            failure.unlink(missing_ok=True)
+            if problem is not None:  # beside the results: Flower's engines report it from here
+                failure.write_text(problem + "\n")
+    except KeyboardInterrupt:
+        monitor.interrupted()
+        raise
+    except Exception as exc:  # say why beside the results (Flower's engines report it)
+        first = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        if out_dir is not None and Path(out_dir).is_dir():
+            (Path(out_dir) / FAILURE_FILE).write_text(first + "\n")
+        monitor.end("failed", error=first)
+        raise
+    state = "finished" if problem is None else "failed"
+    monitor.end(state, stop_reason=run.stop_reason, error=problem, wall_time_s=run.wall_s)
     if problem is not None:
         raise RunFailedError(problem, run)
     return run
+
+
+@contextmanager
+def flower_logs(quiet: bool) -> Iterator[None]:
+    """Flower's logger at WARNING (`quiet`) or INFO for a run; afterwards, also after an
+    exception, its level, handlers, filters and propagation are as they were (a library
+    call must not leave the caller's logging changed)."""
+    flwr_log = logging.getLogger("flwr")
+    level, handlers, filters = flwr_log.level, list(flwr_log.handlers), list(flwr_log.filters)
+    propagate, disabled = flwr_log.propagate, flwr_log.disabled
+    flwr_log.setLevel(logging.WARNING if quiet else logging.INFO)
+    try:
+        yield
+    finally:
+        flwr_log.setLevel(level)
+        flwr_log.handlers[:] = handlers
+        flwr_log.filters[:] = filters
+        flwr_log.propagate, flwr_log.disabled = propagate, disabled
+
+
+def _unit(cfg: ExperimentConfig, strategy: Strategy | None) -> str:
+    """What a run counts: rounds (synchronous) or model updates (asynchronous strategies)."""
+    if strategy is not None:
+        return "update" if isinstance(strategy, AsyncStrategy) else "round"
+    return "update" if cfg.strategy.name in ASYNC_STRATEGIES else "round"
 
 
 def nothing_learnt(run: RunResult) -> str | None:
@@ -130,7 +172,7 @@ def nothing_learnt(run: RunResult) -> str | None:
 
 
 def _run(
-    exp: Experiment, out_dir: str | Path | None, progress: bool, resume: Checkpoint | None
+    exp: Experiment, out_dir: str | Path | None, monitor: Monitor, resume: Checkpoint | None
 ) -> LoopResult:
     """The loop part of a run: settings, RNG state, output folder, checkpoints, the loop."""
     cfg, grid, strategy = exp.config, exp.grid, exp.strategy
@@ -143,7 +185,6 @@ def _run(
         server_time_factor=cfg.server_time_factor,
         train_config=train_config_record(cfg),
     )
-    bar = _progress(cfg, progress)
     seed_everything(cfg.seed)  # the same RNG state whatever the set-up did
     if resume is not None:
         restore_rng(resume.rng)
@@ -155,8 +196,8 @@ def _run(
         else None
     )
     _check_resumable(cfg, resume)
-    save_to = _prepare_folder(cfg, out_dir, resume, isinstance(grid, VirtualGrid))
-    checkpoint = _checkpointer(exp, save_to) if save_to is not None else None
+    save_to = _prepare_folder(cfg, out_dir, resume, isinstance(grid, VirtualGrid), monitor, grid)
+    checkpoint = _checkpointer(exp, save_to, monitor) if save_to is not None else None
     try:
         if isinstance(strategy, AsyncStrategy):  # `rounds` counts model updates
             return run_async(
@@ -171,7 +212,7 @@ def _run(
                     train_config=settings.train_config,
                 ),
                 central_eval=central,
-                on_update=bar,
+                on_update=monitor.on_row,
                 start=resume.loop if resume else None,
                 checkpoint=checkpoint,
                 checkpoint_every=cfg.checkpoint_every,
@@ -182,7 +223,7 @@ def _run(
             exp.initial,
             settings,
             central_eval=central,
-            on_round=bar,
+            on_round=monitor.on_row,
             start=resume.loop if resume else None,
             checkpoint=checkpoint,
             checkpoint_every=cfg.checkpoint_every,
@@ -191,8 +232,7 @@ def _run(
         close = getattr(getattr(grid, "executor", None), "close", None)
         if close is not None:
             close()  # e.g. stop the process executor's workers
-        if hasattr(bar, "close"):
-            bar.close()  # type: ignore[union-attr]
+        monitor.close()
 
 
 def _check_resumable(cfg: ExperimentConfig, resume: Checkpoint | None) -> None:
@@ -209,25 +249,35 @@ def _check_resumable(cfg: ExperimentConfig, resume: Checkpoint | None) -> None:
 
 
 def _prepare_folder(
-    cfg: ExperimentConfig, out_dir: str | Path | None, resume: Checkpoint | None, virtual: bool
+    cfg: ExperimentConfig,
+    out_dir: str | Path | None,
+    resume: Checkpoint | None,
+    virtual: bool,
+    monitor: Monitor,
+    grid: Grid,
 ) -> Path | None:
-    """Write config.toml first (a killed run can be resumed from its folder); clear an older
+    """Start the live files (status, rounds, messages: a resumed run's from its checkpoint),
+    then write config.toml (a killed run can be resumed from its folder); clear an older
     run's checkpoint and summary; the checkpoint path if this run saves checkpoints."""
+    checkpoints = cfg.checkpoint_every > 0 and virtual
     if out_dir is None:
+        monitor.open(grid, MESSAGE_COLUMNS, checkpoints=False)
         return None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    monitor.open(grid, MESSAGE_COLUMNS, checkpoints=checkpoints)
     (out / "config.toml").write_text(to_toml(cfg.to_dict()))
     (out / FAILURE_FILE).unlink(missing_ok=True)
     if resume is None:  # an older run's checkpoint and summary are not this run's
         (out / CHECKPOINT_FILE).unlink(missing_ok=True)
         (out / "summary.json").unlink(missing_ok=True)
-    return out / CHECKPOINT_FILE if cfg.checkpoint_every > 0 and virtual else None
+    return out / CHECKPOINT_FILE if checkpoints else None
 
 
-def _checkpointer(exp: Experiment, save_to: Path) -> Callable[[LoopState], None]:
+def _checkpointer(exp: Experiment, save_to: Path, monitor: Monitor) -> Callable[[LoopState], None]:
     """The loops' checkpoint callback: save the loop state with the grid, the strategy and
-    the RNG states; a state that cannot be pickled disables checkpoints (with a warning)."""
+    the RNG states (and tell `monitor`); a state that cannot be pickled disables checkpoints
+    (with a warning)."""
     failed: list[str] = []
 
     def checkpoint(state: LoopState) -> None:
@@ -242,6 +292,8 @@ def _checkpointer(exp: Experiment, save_to: Path) -> Callable[[LoopState], None]
             # e.g. a strategy holding a lambda: the run goes on, without checkpoints
             failed.append(str(exc))
             log.warning("checkpoints disabled: the run's state cannot be saved (%s)", exc)
+            return
+        monitor.checkpointed(int(state.rows[-1]["round"]) if state.rows else 0)
 
     return checkpoint
 
@@ -252,28 +304,3 @@ def resume_experiment(out_dir: str | Path, *, progress: bool = False) -> RunResu
     out = Path(out_dir)
     cfg = load_config(out / "config.toml")
     return run_experiment(cfg, out, progress=progress, resume=load(out / CHECKPOINT_FILE))
-
-
-class _Bar:
-    """tqdm progress over rounds showing virtual time and accuracy."""
-
-    def __init__(self, cfg: ExperimentConfig) -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=cfg.rounds, desc=cfg.name, unit="round", leave=False)
-
-    def __call__(self, row: dict[str, Any]) -> None:
-        if row["round"] == 0:
-            return
-        self.bar.update(1)
-        post = {"vt": f"{row['virtual_time']:.0f}s"}
-        if "central_accuracy" in row:
-            post["acc"] = f"{row['central_accuracy']:.3f}"
-        self.bar.set_postfix(post)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _progress(cfg: ExperimentConfig, enabled: bool) -> Callable[[dict[str, Any]], None] | None:
-    return _Bar(cfg) if enabled else None
