@@ -23,7 +23,7 @@ demo: setup
 	$(PY) simulations/quickstart/run.py
 
 test: setup
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 --durations=15
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 --maxschedchunk 1 --durations=15
 
 lint: setup
 	$(VENV)/bin/ruff format --check fl tests simulations benchmarks

@@ -19,3 +19,10 @@ def load_simulation(name: str):  # type: ignore[no-untyped-def]
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
+    """Run the slow end-to-end checks first. With `-n 2 --maxschedchunk 1` (`make test`) each
+    worker takes the next test when it is free, so the long ones start at once and the many
+    short ones fill the gaps, instead of one long test starting last and running alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
