@@ -14,6 +14,7 @@ from flwr.common.config import flatten_dict
 from fl.experiment import run_experiment
 from fl.experiment.config import ExperimentConfig, load_dict
 from fl.experiment.tables import read_csv
+from fl.flower.cleanup import flower_processes
 from fl.flower.engines import (
     APP_DIR,
     FlowerRunError,
@@ -104,6 +105,7 @@ def test_tifl_adasgd_and_bgmd_run_on_the_ray_simulation_engine(tmp_path: Path) -
         assert summary["final_accuracy"] >= rows[0]["central_accuracy"] + MIN_GAIN, name
         assert (out / "model.pt").is_file() and (out / "accuracy_vs_time.png").is_file()
         assert not _processes_mentioning(str(home))  # the local SuperLink was stopped
+        assert not flower_processes(home)  # and Ray's actors, which outlive it orphaned
 
 
 @pytest.mark.slow

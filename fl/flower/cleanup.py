@@ -14,11 +14,62 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
+import time
+from contextlib import suppress
 from pathlib import Path
 
-from fl.flower.engines import stop_processes
-
 _FLOWER_LIKE = re.compile(r"flwr|flower|ray|python", re.IGNORECASE)
+
+
+def stop_processes(match: str, pids: set[int] | None = None) -> int:
+    """Terminate (then kill) every process whose command line contains `match` (or whose pid
+    is in `pids`), and their descendants; returns how many matched. Uses `ps` (Linux, macOS)."""
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,args="], capture_output=True, text=True)
+    table = []
+    for line in out.stdout.splitlines():
+        parts = line.split(None, 2)
+        if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
+            table.append((int(parts[0]), int(parts[1]), parts[2]))
+    roots = {
+        pid for pid, _, cmd in table if (match in cmd or pid in (pids or ())) and pid != os.getpid()
+    }
+    doomed, frontier = set(roots), set(roots)
+    while frontier:  # descendants
+        frontier = {pid for pid, ppid, _ in table if ppid in frontier and pid not in doomed}
+        doomed |= frontier
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = set()
+        for pid in doomed:
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+                alive.add(pid)
+        deadline = time.monotonic() + 10
+        while alive and time.monotonic() < deadline:
+            alive = {pid for pid in alive if _running(pid)}
+            time.sleep(0.1)
+        doomed = alive
+        if not doomed:
+            break
+    return len(roots)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child (else it stays a zombie)
+    return os.path.exists(f"/proc/{pid}") if os.path.isdir("/proc") else True
+
+
+def stop_processes_tree(pid: int) -> None:
+    """Stop `pid` and its descendants (SIGTERM, then SIGKILL after 10 s)."""
+    stop_processes(f"\x00pid:{pid}", pids={pid})
 
 
 def _environ_home(pid: int) -> str | None:
@@ -48,8 +99,6 @@ def _ancestors() -> set[int]:
 
 def flower_processes(home: str | Path) -> set[int]:
     """Pids of the Flower/Ray/Python processes started with FLWR_HOME = `home`."""
-    import subprocess
-
     home = str(Path(home).resolve())
     table = subprocess.run(
         ["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True

@@ -11,26 +11,27 @@ measured with flwr 1.41 and 1.42):
   `FLWR_LOCAL_CONTROL_API_PORT`): the defaults are shared by every user of the machine;
 - `FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1`: otherwise `flwr run` resolves the app's
   dependencies with uv at run time (which pulled a multi-GB CUDA torch);
-- `flwr run` leaves the SuperLink it started running: it is stopped by PID afterwards.
+- `flwr run` leaves the SuperLink it started running, and Ray actors orphaned: everything
+  started with the private `FLWR_HOME` is stopped afterwards (`fl.flower.cleanup`).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from fl.experiment.config import ExperimentConfig
 from fl.experiment.run import FAILURE_FILE
+from fl.flower.cleanup import stop_flower, stop_processes_tree
 from fl.schema import toml_value
 
 APP_DIR = Path(__file__).resolve().parents[2]
@@ -69,50 +70,6 @@ def run_config_toml(run_config: Mapping[str, Any]) -> str:
     return "".join(f"{toml_value(k)} = {toml_value(v)}\n" for k, v in run_config.items())
 
 
-def stop_processes(match: str, pids: set[int] | None = None) -> int:
-    """Terminate (then kill) every process whose command line contains `match` (or whose pid
-    is in `pids`), and their descendants; returns how many matched. Uses `ps` (Linux, macOS)."""
-    out = subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,args="], capture_output=True, text=True)
-    table = []
-    for line in out.stdout.splitlines():
-        parts = line.split(None, 2)
-        if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
-            table.append((int(parts[0]), int(parts[1]), parts[2]))
-    roots = {
-        pid for pid, _, cmd in table if (match in cmd or pid in (pids or ())) and pid != os.getpid()
-    }
-    doomed, frontier = set(roots), set(roots)
-    while frontier:  # descendants
-        frontier = {pid for pid, ppid, _ in table if ppid in frontier and pid not in doomed}
-        doomed |= frontier
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        alive = set()
-        for pid in doomed:
-            with suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-                alive.add(pid)
-        deadline = time.monotonic() + 10
-        while alive and time.monotonic() < deadline:
-            alive = {pid for pid in alive if _running(pid)}
-            time.sleep(0.1)
-        doomed = alive
-        if not doomed:
-            break
-    return len(roots)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child (else it stays a zombie)
-    return os.path.exists(f"/proc/{pid}") if os.path.isdir("/proc") else True
-
-
 @contextmanager
 def local_flower_home(home: Path | None = None) -> Iterator[tuple[Path, dict[str, str]]]:
     """A FLWR_HOME whose default connection is a local simulation SuperLink on free ports;
@@ -129,8 +86,9 @@ def local_flower_home(home: Path | None = None) -> Iterator[tuple[Path, dict[str
     try:
         yield home, flower_env(home, http_port, control_port)
     finally:
-        # The SuperLink `flwr run` started keeps its database in this (unique) home.
-        stop_processes(f"{home}{os.sep}local-superlink")
+        # Everything `flwr run` started has this (unique) FLWR_HOME: the SuperLink keeps its
+        # database and log here, and its children, Ray's actors included, inherit the variable.
+        stop_flower(home)
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -214,11 +172,6 @@ def _wait_healthy(
         if time.monotonic() > deadline:
             raise FlowerRunError(f"the SuperLink did not answer on port {port}; logs in {home}")
         time.sleep(0.5)
-
-
-def stop_processes_tree(pid: int) -> None:
-    """Stop `pid` and its descendants (SIGTERM, then SIGKILL after 10 s)."""
-    stop_processes(f"\x00pid:{pid}", pids={pid})
 
 
 def run_on_flower(
