@@ -34,8 +34,6 @@ from flwr.serverapp import Grid
 
 from fl.executors.base import ClientTask, Executor, SequentialExecutor
 from fl.protocol import keys
-from fl.sim.availability import next_time_online_count
-from fl.sim.devices import DeviceProfile
 from fl.protocol.flower_internals import (
     Run,
     copy_run,
@@ -46,6 +44,8 @@ from fl.protocol.flower_internals import (
     set_task_identity,
     unavailable_reply,
 )
+from fl.sim.availability import next_time_online_count
+from fl.sim.devices import DeviceProfile
 from fl.sim.mailbox import Mailbox
 from fl.sim.messages import copy_recorddict, payload_bytes, reported_work
 from fl.sim.outcomes import (

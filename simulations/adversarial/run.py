@@ -263,28 +263,80 @@ def checks(cells: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
     return out
 
 
+def _family(name: str, kind: str) -> str:
+    """The block a strategy or attack belongs to in the heat maps (blocks are separated by
+    lines): plain / TiFL / asynchronous strategies; no lie / a lie alone / a lie + flip."""
+    if kind == "strategy":
+        return "tifl" if name.startswith("tifl") else "sync" if name in _SYNC_PLAIN else "async"
+    return "base" if name in ("none", "sign_flip") else "flip" if name.endswith("+flip") else "lie"
+
+
+_SYNC_PLAIN = ("fedavg", "gm", "gm-trusting", "bgmd")
+
+
 def plot(cells: list[dict[str, Any]], attacks: list[str], strategies: list[str],
          key: str, title: str, path: Path) -> None:  # fmt: skip
-    """A strategy × attack heat map of `key`, each cell annotated."""
+    """A strategy × attack heat map of `key`, each cell annotated; blocks of strategies
+    (plain, TiFL, asynchronous) and of attacks (none and the flip, lies alone, lies + flip) are
+    separated by lines. Accuracy: red (chance) to green, cells "mean ± std" over seeds in %.
+    Malicious share: a diverging scale centred on the malicious nodes' share of the population
+    (20 %), so green means under-represented and red over-represented."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.colors import Normalize, TwoSlopeNorm
+    from matplotlib.ticker import FuncFormatter
 
-    get = {(c["attack"], c["strategy"]): c[key] for c in cells}
-    grid = np.array([[get.get((a, s), np.nan) for a in attacks] for s in strategies], dtype=float)
-    fig, ax = plt.subplots(figsize=(0.8 * len(attacks) + 3.0, 0.4 * len(strategies) + 1.8), dpi=110)
-    cmap = "RdYlGn" if key == "accuracy_mean" else "RdYlGn_r"
-    im = ax.imshow(grid, cmap=cmap, vmin=0, vmax=1, aspect="auto")
+    get = {(c["attack"], c["strategy"]): c for c in cells}
+
+    def value(a: str, s: str, k: str) -> float:
+        return float(get[(a, s)][k]) if (a, s) in get else np.nan
+
+    accuracy = key == "accuracy_mean"
+    # Without an attack there are no malicious nodes, so no share to show (grey, "–").
+    grid = np.array(
+        [[value(a, s, key) if accuracy or a != "none" else np.nan for a in attacks]
+         for s in strategies],
+        dtype=float,
+    )  # fmt: skip
+    fig, ax = plt.subplots(
+        figsize=(0.95 * len(attacks) + 3.2, 0.48 * len(strategies) + 2.0), dpi=110
+    )
+    cmap = plt.get_cmap("RdYlGn" if accuracy else "RdYlGn_r").copy()
+    cmap.set_bad("0.88")
+    # Malicious share: F of the 50 nodes are malicious, the neutral colour is their share.
+    norm = Normalize(0, 1) if accuracy else TwoSlopeNorm(vmin=0.0, vcenter=F / 50, vmax=1.0)
+    im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, aspect="auto")
     ax.set_xticks(range(len(attacks)), attacks, rotation=35, ha="right", fontsize=8)
     ax.set_yticks(range(len(strategies)), strategies, fontsize=8)
-    for i in range(len(strategies)):
-        for j in range(len(attacks)):
-            if not np.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    for i, s in enumerate(strategies):
+        for j, a in enumerate(attacks):
+            if np.isnan(grid[i, j]):
+                ax.text(j, i, "–", ha="center", va="center", fontsize=7, color="0.4")
+                continue
+            r, g, b, _ = im.cmap(im.norm(grid[i, j]))
+            color = "white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.45 else "black"
+            if accuracy:
+                text = f"{100 * grid[i, j]:.0f} ± {100 * value(a, s, 'accuracy_std'):.0f}"
+            else:
+                text = f"{grid[i, j]:.2f}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
+    for names, kind, line in (
+        (strategies, "strategy", ax.axhline),
+        (attacks, "attack", ax.axvline),
+    ):
+        for k in range(1, len(names)):
+            if _family(names[k], kind) != _family(names[k - 1], kind):
+                line(k - 0.5, color="black", lw=1.2)
     ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.03)
+    bar = fig.colorbar(im, ax=ax, fraction=0.03)
+    bar.set_label("test accuracy" if accuracy else "malicious share of aggregated rows", fontsize=8)
+    if accuracy:
+        bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.0f} %"))
+    else:
+        bar.set_ticks([0.0, 0.1, F / 50, 0.5, 1.0])
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -332,8 +384,9 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
         rows = [r for r in rows if (r["attack"], r["strategy"]) in keep]
     cells = summarise(rows)
     write_csv(out / "cells.csv", cells)
-    plot(cells, attacks, strategies, "accuracy_mean", "final test accuracy", out / "accuracy.png")
-    title = "malicious share of aggregated rows (20 % of nodes)"
+    title = "final test accuracy (%, mean ± std over seeds)"
+    plot(cells, attacks, strategies, "accuracy_mean", title, out / "accuracy.png")
+    title = "malicious share of the aggregated rows (20 % of the nodes are malicious)"
     plot(cells, attacks, strategies, "malicious_share", title, out / "malicious_share.png")
     results = checks(cells)
     write_report(out, [tables(cells, attacks, strategies)], results)

@@ -27,16 +27,20 @@ every 25 rounds ~3 s); the 60 runs of the full table take ~1 h on 2 workers.
 
 Writes <out>/<attack>/<aggregator>/seed<k>/ (each run's folder), <out>/summary.csv, table.md
 (accuracy mean ± std per attack × aggregator, aggregation time, the checks) and
-accuracy_vs_round.png; <out> is results/bgmd-paper[-quick].
+accuracy_vs_round.png (one panel per attack, one line per aggregator: mean ± std over seeds);
+<out> is results/bgmd-paper[-quick]. `--report` redraws the plot and rewrites table.md from
+<out>/summary.csv and the run folders without rerunning (attacks, aggregators and seeds default
+to those in summary.csv).
 
 Usage: python simulations/bgmd/paper.py [--quick] [--workers N] [--seeds 0 1 2] [--out DIR]
-       [--attacks ...] [--aggregators ...] [--set key=value ...]
+       [--attacks ...] [--aggregators ...] [--set key=value ...] [--report]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import time
 from pathlib import Path
@@ -72,7 +76,7 @@ QUICK = {
     "seeds": [0],
 }
 CHANCE = 0.1
-COLORS = {"mean": "C0", "median": "C1", "gm": "C2", "bgmd": "C3"}  # the same in every plot
+ATTACK_TITLES = {"none": "no attack", "bitflip": "bit flip ×(−5)", "additive": "additive N(0, 10²)"}
 
 
 def run_one(job: tuple[str, str, int, list[str], str]) -> dict[str, Any]:
@@ -173,36 +177,91 @@ def checks(cells: list[dict[str, Any]], attacks: list[str]) -> list[tuple[str, b
     return out
 
 
-def plot_curves(rows: list[dict[str, Any]], attacks: list[str], path: Path) -> None:
-    """Test accuracy against round, one panel per attack, one line per aggregator (mean over
-    seeds, the band their min–max)."""
-    import matplotlib
+def attack_title(attack: str) -> str:
+    """A panel title: "bitflip-40" → "bit flip ×(−5), 40 % of nodes"."""
+    kind, _, frac = attack.partition("-")
+    return ATTACK_TITLES.get(kind, kind) + (f", {frac} % of nodes" if frac else "")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def curves_from_folders(out: Path, rows: list[dict[str, Any]]) -> None:
+    """Give each row its accuracy curve ("curve": [(round, accuracy), ...]) from its run's
+    rounds.csv, as `run_one` returns it."""
+    from fl.experiment.plots import curve, load_run
+
+    for r in rows:
+        run = load_run(out / r["attack"] / r["aggregator"] / f"seed{r['seed']}")
+        x, y = curve(run, "round", "central_accuracy")
+        r["curve"] = [(int(a), float(b)) for a, b in zip(x, y, strict=True)]
+
+
+def plot_curves(rows: list[dict[str, Any]], attacks: list[str], path: Path) -> None:
+    """Test accuracy against round, one panel per attack, one line per aggregator (the mean
+    over seeds, the band ± one std; its own colour, line style and marker), chance and the
+    clean GM's accuracy − 2 points (the paper's claim for GM under attack) as reference lines,
+    and one legend under the panels."""
     import numpy as np
 
-    fig, axes = plt.subplots(
-        1, len(attacks), figsize=(3.1 * len(attacks), 3.2), dpi=110, sharey=True, squeeze=False
-    )
-    for ax, attack in zip(axes[0], attacks, strict=True):
-        for g in AGGREGATORS:
-            runs = [r["curve"] for r in rows if r["attack"] == attack and r["aggregator"] == g]
-            if not runs:
-                continue
-            x = np.array([rnd for rnd, _ in runs[0]])
-            acc = np.array([[a for _, a in c] for c in runs if len(c) == len(x)])
-            ax.plot(x, 100 * acc.mean(0), label=g, lw=1.5, color=COLORS[g])
-            ax.fill_between(x, 100 * acc.min(0), 100 * acc.max(0), color=COLORS[g], alpha=0.15)
-        ax.set_title(attack, fontsize=10)
-        ax.set_xlabel("round (one server step)")
+    from fl.experiment.plots import TARGET_STYLE, draw_line, finish_panels, mean_band, panel_grid
+    from fl.experiment.plots import style as line_style
+
+    def seeds_of(attack: str, g: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        runs = [r["curve"] for r in rows if r["attack"] == attack and r["aggregator"] == g]
+        return [(np.array([x for x, _ in c], float), np.array([a for _, a in c])) for c in runs]
+
+    clean = seeds_of("none", "gm")
+    clean_gm = float(np.mean([y[-1] for _, y in clean])) if clean else None
+    seeds = sorted({r["seed"] for r in rows})
+    fig, axes = panel_grid(len(attacks), ncols=min(5, len(attacks)), width=3.3, height=3.2)
+    for ax, attack in zip(axes, attacks, strict=True):
+        for i, g in enumerate(AGGREGATORS):
+            curves = seeds_of(attack, g)
+            if curves:
+                x, y, band = mean_band(curves)
+                draw_line(ax, x, 100 * y, None if band is None else 100 * band, line_style(i), g, i)
+        ax.axhline(100 * CHANCE, color="0.5", ls=":", lw=1.0, label="chance (10 %)", zorder=1)
+        if attack != "none" and clean_gm is not None:
+            ax.axhline(100 * clean_gm - 2, label="target: clean GM − 2 points", **TARGET_STYLE)
+        ax.set_title(attack_title(attack), fontsize=9)
+        ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy (%)")
-    axes[0][0].set_ylim(0, 100)
-    axes[0][-1].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    over = f"mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else f"seed {seeds[0]}"
+    finish_panels(fig, axes, path, f"test accuracy against round ({over})",
+                  "round (one server step)", "test accuracy (%)", legend_cols=6)  # fmt: skip
+
+
+def footer_timing(out: Path, runs: int, rows: list[dict[str, Any]]) -> str:
+    """The "N runs in X min on W worker(s)" of a report: the sweep's own figure from the
+    table.md it wrote (wall-clock, not stored elsewhere), else the runs' summed wall time."""
+    old = out / "table.md"
+    text = old.read_text() if old.is_file() else ""
+    m = re.search(r"(\d+) runs in ([\d.]+) min on (\d+) worker", text)
+    if m and int(m.group(1)) == runs:
+        return f"{runs} runs in {m.group(2)} min on {m.group(3)} worker(s)."
+    total = sum(float(r["wall_s"]) for r in rows) / 60
+    return f"{runs} runs, {total:.1f} min of run wall time in all."
+
+
+def read_rows(
+    out: Path, args: argparse.Namespace
+) -> tuple[list[dict[str, Any]], list[str], list[str], list[int]]:
+    """The rows of OUT/summary.csv for --report, and the attacks, aggregators and seeds they
+    cover (those given on the command line, else all in the file, in this script's order)."""
+    from fl.experiment.tables import read_csv
+
+    if not (out / "summary.csv").is_file():
+        raise SystemExit(f"--report: {out / 'summary.csv'} not found; run without --report first")
+    rows = read_csv(out / "summary.csv")
+    attacks = args.attacks or [a for a in ATTACKS if any(r["attack"] == a for r in rows)]
+    aggregators = args.aggregators or [
+        g for g in AGGREGATORS if any(r["aggregator"] == g for r in rows)
+    ]
+    seeds = args.seeds or sorted({int(r["seed"]) for r in rows})
+    keep = [
+        r
+        for r in rows
+        if r["attack"] in attacks and r["aggregator"] in aggregators and r["seed"] in seeds
+    ]
+    return keep, attacks, aggregators, seeds
 
 
 def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
@@ -226,25 +285,38 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
         default=[],
         help="extra config override for every run, e.g. --set rounds=200",
     )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="redraw the plot and rewrite table.md from OUT/summary.csv without rerunning",
+    )
     args = parser.parse_args(argv)
     out = args.out or Path("results/bgmd-paper-quick" if args.quick else "results/bgmd-paper")
-    attacks = args.attacks or (QUICK["attacks"] if args.quick else list(ATTACKS))
-    aggregators = args.aggregators or (QUICK["aggregators"] if args.quick else list(AGGREGATORS))
-    seeds = args.seeds or (QUICK["seeds"] if args.quick else [0, 1, 2])
-    base = [*(QUICK["overrides"] if args.quick else []), *args.overrides]
-    jobs = [
-        (a, g, s, [*base, *ATTACKS[a], *AGGREGATORS[g]], str(out))
-        for a in attacks
-        for g in aggregators
-        for s in seeds
-    ]
-    started = time.perf_counter()
-    rows = run_jobs(run_one, jobs, args.workers)
-    elapsed = time.perf_counter() - started
-    curves = [r.pop("curve") for r in rows]
-    write_summary(out, rows)
-    for r, c in zip(rows, curves, strict=True):
-        r["curve"] = c
+    if args.report:
+        rows, attacks, aggregators, seeds = read_rows(out, args)
+        curves_from_folders(out, rows)
+        timing = footer_timing(out, len(rows), rows)
+    else:
+        attacks = args.attacks or (QUICK["attacks"] if args.quick else list(ATTACKS))
+        aggregators = args.aggregators or (
+            QUICK["aggregators"] if args.quick else list(AGGREGATORS)
+        )
+        seeds = args.seeds or (QUICK["seeds"] if args.quick else [0, 1, 2])
+        base = [*(QUICK["overrides"] if args.quick else []), *args.overrides]
+        jobs = [
+            (a, g, s, [*base, *ATTACKS[a], *AGGREGATORS[g]], str(out))
+            for a in attacks
+            for g in aggregators
+            for s in seeds
+        ]
+        started = time.perf_counter()
+        rows = run_jobs(run_one, jobs, args.workers)
+        elapsed = time.perf_counter() - started
+        curves = [r.pop("curve") for r in rows]
+        write_summary(out, rows)
+        for r, c in zip(rows, curves, strict=True):
+            r["curve"] = c
+        timing = f"{len(jobs)} runs in {elapsed / 60:.1f} min on {args.workers} worker(s)."
     cells = summarise(rows)
     plot_curves(rows, attacks, out / "accuracy_vs_round.png")
     results = checks(cells, attacks)
@@ -253,7 +325,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
         f"Final central test accuracy (%) after {', '.join(map(str, rounds))} rounds, mean ± std "
         f"over seeds {', '.join(map(str, seeds))}; aggregation time: mean wall-clock ms of one "
         f"aggregate_train (stacking the 32 replies, the rule, the optimizer step); rule time: the "
-        f"rule alone. {len(jobs)} runs in {elapsed / 60:.1f} min on {args.workers} worker(s)."
+        f"rule alone. {timing}"
     )
     write_report(out, [table(cells, attacks, aggregators), "", footer, ""], results)
     return results

@@ -7,10 +7,14 @@ memory), BGMD with median memory (a robust deviation). Each cell: final test acc
 std over seeds, and the mean wall-clock time of one aggregation.
 
 Writes results/bgmd[-quick]/<attack>/<aggregator>/seed<k>/ (each run's folder),
-results/bgmd[-quick]/summary.csv, table.md and accuracy_vs_aggregation_time.png.
+results/bgmd[-quick]/summary.csv, table.md, accuracy_vs_aggregation_time.png (one panel per
+attack: each aggregator's final accuracy, mean ± std over seeds, against its aggregation time)
+and accuracy_vs_round.png (one panel per attack: test accuracy against round, mean ± std over
+seeds). `--report` redraws both and rewrites table.md from OUT/summary.csv and the run folders,
+without rerunning.
 
 Usage: python simulations/bgmd/run.py [--quick] [--workers N] [--seeds 0 1 2] [--out DIR]
-       [--attacks ...] [--aggregators ...] [--set key=value ...]
+       [--attacks ...] [--aggregators ...] [--set key=value ...] [--report]
 """
 
 from __future__ import annotations
@@ -47,6 +51,14 @@ AGGREGATORS = {
         "strategy.options.memory_reduce=median",
     ],
 }
+ATTACK_TITLES = {
+    "none": "no attack",
+    "bitflip": "bit flip ×(−5)",
+    "additive": "additive N(0, 10²)",
+    "labelflip": "label flip",
+    "alie": "ALIE",
+}
+CHANCE = 0.1
 QUICK = {
     "overrides": [
         "data.name=digits",
@@ -169,6 +181,27 @@ def checks(cells: list[dict[str, Any]], chance: float = 0.1) -> list[tuple[str, 
     return out
 
 
+def attack_title(attack: str) -> str:
+    """A panel title: "bitflip-20" → "bit flip ×(−5), 20 % of nodes"."""
+    kind, _, frac = attack.partition("-")
+    return ATTACK_TITLES.get(kind, kind) + (f", {frac} % of nodes" if frac else "")
+
+
+def read_rows(
+    out: Path, attacks: list[str], aggregators: list[str], seeds: list[int]
+) -> list[dict[str, Any]]:
+    """The per-run rows of OUT/summary.csv (what a run wrote) for these cells and seeds."""
+    from fl.experiment.tables import read_csv
+
+    if not (out / "summary.csv").is_file():
+        raise SystemExit(f"--report: {out / 'summary.csv'} not found; run without --report first")
+    return [
+        r
+        for r in read_csv(out / "summary.csv")
+        if r["attack"] in attacks and r["aggregator"] in aggregators and r["seed"] in seeds
+    ]
+
+
 def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -190,50 +223,112 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
         default=[],
         help="extra config override for every run, e.g. --set rounds=200",
     )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="redraw the plots and rewrite table.md from OUT/summary.csv without rerunning",
+    )
     args = parser.parse_args(argv)
     out = args.out or Path("results/bgmd-quick" if args.quick else "results/bgmd")
     attacks = args.attacks or (QUICK["attacks"] if args.quick else list(ATTACKS))
     seeds = QUICK["seeds"] if args.quick else args.seeds
-    base = [*(QUICK["overrides"] if args.quick else []), *args.overrides]
-    n = 16 if args.quick else 20
-    jobs = [
-        (a, g, s, [*base, *job_overrides(a, g, n)], str(out))
-        for a in attacks
-        for g in args.aggregators
-        for s in seeds
-    ]
-    rows = run_jobs(run_one, jobs, args.workers)
-    write_summary(out, rows)
+    if args.report:
+        rows = read_rows(out, attacks, args.aggregators, seeds)
+        attacks = [a for a in attacks if any(r["attack"] == a for r in rows)]
+    else:
+        base = [*(QUICK["overrides"] if args.quick else []), *args.overrides]
+        n = 16 if args.quick else 20
+        jobs = [
+            (a, g, s, [*base, *job_overrides(a, g, n)], str(out))
+            for a in attacks
+            for g in args.aggregators
+            for s in seeds
+        ]
+        rows = run_jobs(run_one, jobs, args.workers)
+        write_summary(out, rows)
     cells = summarise(rows)
-    plot_time_vs_accuracy(cells, attacks, out / "accuracy_vs_aggregation_time.png")
+    aggregators = [g for g in args.aggregators if any(c["aggregator"] == g for c in cells)]
+    plot_time_vs_accuracy(cells, attacks, aggregators, out / "accuracy_vs_aggregation_time.png")
+    plot_curves(out, attacks, aggregators, seeds, out / "accuracy_vs_round.png")
     results = checks(cells)
-    write_report(out, [table(cells, attacks, args.aggregators), ""], results)
+    write_report(out, [table(cells, attacks, aggregators), ""], results)
     return results
 
 
-def plot_time_vs_accuracy(cells: list[dict[str, Any]], attacks: list[str], path: Path) -> None:
-    """Per aggregator: mean accuracy over the attacks against mean aggregation time."""
-    import matplotlib
+def _reference_lines(ax: Any, attack: str, clean_gm: float | None) -> None:
+    """Chance, and on attacked panels the issue's target for GM: its clean accuracy − 2
+    points."""
+    from fl.experiment.plots import TARGET_STYLE
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    ax.axhline(100 * CHANCE, color="0.5", ls=":", lw=1.0, label="chance (10 %)", zorder=1)
+    if attack != "none" and clean_gm is not None:
+        ax.axhline(100 * clean_gm - 2, label="target: clean GM − 2 points", **TARGET_STYLE)
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    for g in AGGREGATORS:
-        cs = [c for c in cells if c["aggregator"] == g and c["attack"] in attacks]
-        if not cs:
-            continue
-        x = statistics.fmean(c["aggregation_ms"] for c in cs)
-        y = statistics.fmean(c["accuracy_mean"] for c in cs)
-        ax.scatter([x], [y], s=40)
-        ax.annotate(g, (x, y), textcoords="offset points", xytext=(5, 3), fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel("wall-clock time of one aggregation (ms, log)")
-    ax.set_ylabel("test accuracy, mean over attacks")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+
+def plot_time_vs_accuracy(
+    cells: list[dict[str, Any]], attacks: list[str], aggregators: list[str], path: Path
+) -> None:
+    """One panel per attack: each aggregator's final accuracy (mean ± std over seeds, as an
+    error bar) against the mean wall-clock time of one of its aggregations, on a linear time
+    axis (its range is within one decade, so a log axis would leave most of it unlabelled).
+    Markers, not text labels, name the aggregators, in one legend under the panels."""
+    from fl.experiment.plots import finish_panels, panel_grid, style
+
+    get = {(c["attack"], c["aggregator"]): c for c in cells}
+    clean_gm = get[("none", "gm")]["accuracy_mean"] if ("none", "gm") in get else None
+    fig, axes = panel_grid(len(attacks))
+    for ax, attack in zip(axes, attacks, strict=True):
+        for i, g in enumerate(AGGREGATORS):
+            if g not in aggregators or (attack, g) not in get:
+                continue
+            c, st = get[(attack, g)], style(i)
+            ax.errorbar([c["aggregation_ms"]], [100 * c["accuracy_mean"]],
+                        yerr=[100 * c["accuracy_std"]], ls="none", marker=st.marker, ms=7,
+                        color=st.color, mec="black", mew=0.5, capsize=3, label=g,
+                        alpha=0.9)  # fmt: skip
+        _reference_lines(ax, attack, clean_gm)
+        ax.set_title(attack_title(attack), fontsize=9)
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    title = "final accuracy (mean ± std over seeds) against aggregation time"
+    finish_panels(fig, axes, path, title, "one aggregation (wall-clock ms)",
+                  "final test accuracy (%)")  # fmt: skip
+
+
+def plot_curves(
+    out: Path, attacks: list[str], aggregators: list[str], seeds: list[int], path: Path
+) -> None:
+    """One panel per attack: test accuracy against round for each aggregator, the mean over
+    seeds with a ± std band, read from the runs' folders."""
+    from fl.experiment.plots import (
+        curve,
+        draw_line,
+        finish_panels,
+        load_run,
+        mean_band,
+        panel_grid,
+        style,
+    )
+
+    clean: float | None = None
+    fig, axes = panel_grid(len(attacks))
+    for ax, attack in zip(axes, attacks, strict=True):
+        for i, g in enumerate(AGGREGATORS):
+            folders = [out / attack / g / f"seed{s}" for s in seeds]
+            runs = [load_run(f) for f in folders if (f / "rounds.csv").is_file()]
+            if g not in aggregators or not runs:
+                continue
+            x, y, band = mean_band([curve(r, "round", "central_accuracy") for r in runs])
+            draw_line(ax, x, 100 * y, None if band is None else 100 * band, style(i), g, i)
+            if attack == "none" and g == "gm":
+                clean = float(y[-1])
+        _reference_lines(ax, attack, clean)
+        ax.set_title(attack_title(attack), fontsize=9)
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    over = f"mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else f"seed {seeds[0]}"
+    finish_panels(fig, axes, path, f"test accuracy against round ({over})", "round",
+                  "test accuracy (%)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@ three random moments and resumed from its last checkpoint. For every run: rounds
 updates) completed out of those asked for, replies failed / rejected, final accuracy, and
 whether the resumed run equals the uninterrupted one bit for bit.
 
-Writes results/faults[-quick]/<strategy>/<fault>/ (each run's folder), table.md.
+Writes results/faults[-quick]/<strategy>/<fault>/ (each run's folder), summary.csv (one row
+per table line) and table.md. `--report` rewrites table.md (and reprints it) from summary.csv
+without rerunning. The script draws no figure: the table is its result.
 
-Usage: python simulations/faults/run.py [--quick] [--out DIR]
+Usage: python simulations/faults/run.py [--quick] [--out DIR] [--report]
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 
 from fl.experiment import resume_experiment, run_experiment
 from fl.experiment.config import ExperimentConfig, load_dict
-from fl.experiment.tables import read_csv
+from fl.experiment.tables import read_csv, write_csv
 from fl.loops.checkpoint import CHECKPOINT_FILE, load
 from fl.schema import to_toml
 
@@ -133,42 +135,70 @@ def kill_and_resume(cfg: ExperimentConfig, out: Path, reference: Path, seed: int
     )
 
 
+HEADER = [
+    "| strategy | fault | completed / asked | failed | rejected | rounds not aggregated "
+    "| final accuracy | stop |",
+    "|---|---|---|---|---|---|---|---|",
+]
+
+
+def render(rows: list[dict[str, Any]]) -> tuple[str, list[tuple[str, bool, str]]]:
+    """The table and the checks from the summary rows: one per (strategy, fault) run, and one
+    per strategy for the kill-and-resume run (fault "kill", its verdict under "verdict")."""
+    lines = list(HEADER)
+    checks: list[tuple[str, bool, str]] = []
+    for s in rows:
+        strategy, fault = s["strategy"], s["fault"]
+        if fault == "kill":
+            verdict = str(s["verdict"])
+            lines.append(f"| {strategy} | all + SIGKILL ×3, resumed | {verdict} |||||||")
+            checks.append((f"{strategy}: kill and resume", "identical" in verdict, verdict))
+            continue
+        lines.append(
+            f"| {strategy} | {fault} | {s['completed']} / {s['asked']} | {s['failed']} | "
+            f"{s['rejected']} | {s['not_aggregated']} | {float(s['accuracy']):.4f} | {s['stop']} |"
+        )
+        checks.append(
+            (
+                f"{strategy}, {fault}: every round completed",
+                s["completed"] == s["asked"],
+                f"{s['completed']} / {s['asked']}",
+            )
+        )
+    return "\n".join(lines), checks
+
+
 def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="digits, half the rounds (~1 min)")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="rewrite table.md from OUT/summary.csv without rerunning",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = args.out or Path("results/faults-quick" if args.quick else "results/faults")
-    lines = [
-        "| strategy | fault | completed / asked | failed | rejected | rounds not aggregated "
-        "| final accuracy | stop |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    checks: list[tuple[str, bool, str]] = []
-    for strategy in STRATEGIES:
-        for fault in FAULTS:
-            cfg = config(strategy, fault, args.quick)
-            folder = out / strategy / fault.split(" ")[0].lower().replace("(", "")
-            s = summarise(cfg, run_experiment(cfg, folder))
-            lines.append(
-                f"| {strategy} | {fault} | {s['completed']} / {s['asked']} | {s['failed']} | "
-                f"{s['rejected']} | {s['not_aggregated']} | {s['accuracy']:.4f} | {s['stop']} |"
-            )
-            checks.append(
-                (
-                    f"{strategy}, {fault}: every round completed",
-                    s["completed"] == s["asked"],
-                    f"{s['completed']} / {s['asked']}",
-                )
-            )
-        cfg = config(strategy, "all of the above", args.quick)
-        verdict = kill_and_resume(cfg, out / strategy / "killed", out / strategy / "all", 7)
-        lines.append(f"| {strategy} | all + SIGKILL ×3, resumed | {verdict} |||||||")
-        checks.append((f"{strategy}: kill and resume", "identical" in verdict, verdict))
-    text = "\n".join(lines)
+    if args.report:
+        if not (out / "summary.csv").is_file():
+            parser.error(f"--report: {out / 'summary.csv'} not found; run without --report first")
+        rows = read_csv(out / "summary.csv")
+    else:
+        rows = []
+        for strategy in STRATEGIES:
+            for fault in FAULTS:
+                cfg = config(strategy, fault, args.quick)
+                folder = out / strategy / fault.split(" ")[0].lower().replace("(", "")
+                s = summarise(cfg, run_experiment(cfg, folder))
+                rows.append({"strategy": strategy, "fault": fault, **s})
+            cfg = config(strategy, "all of the above", args.quick)
+            verdict = kill_and_resume(cfg, out / strategy / "killed", out / strategy / "all", 7)
+            rows.append({"strategy": strategy, "fault": "kill", "verdict": verdict})
+        write_csv(out / "summary.csv", rows)
+    text, checks = render(rows)
     (out / "table.md").write_text(text + "\n")
     print(text)
     return checks

@@ -12,10 +12,14 @@
     measurements each), then 20 requests on each of 200 new phones: prediction error, SLO hits
     and batch sizes of I-Prof, the global-only model and a fixed batch size.
 
-Writes results/fleet[-quick]/{a,b,c}/..., summary CSVs, table.md and plots.
+Writes results/fleet[-quick]/{a,b,c}/..., summary CSVs, table.md and plots (a_straggler.png,
+b_mobile.png: accuracy, and in (a) class-0 recall, against virtual time, one line per strategy,
+the mean over seeds with a ± std band, the target accuracy dashed and where each line reaches it
+marked). `--report` redraws the plots and rewrites table.md from OUT/summary.csv and the run
+folders without rerunning ((c) needs no runs: it is recomputed, in seconds).
 
 Usage: python simulations/fleet/run.py [--quick] [--parts a b c] [--seeds 0 1 2] [--workers N]
-       [--out DIR] [--set key=value ...]
+       [--out DIR] [--set key=value ...] [--report]
 """
 
 from __future__ import annotations
@@ -191,37 +195,49 @@ def checks_a(cells: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
     return out
 
 
-def plot_ab(run_root: Path, strategies: list[str], seed: int, path: Path, title: str) -> None:
-    """Accuracy (and class-0 recall if present) against virtual time, one seed."""
-    import matplotlib
+def plot_ab(
+    run_root: Path, strategies: list[str], seeds: list[int], path: Path, title: str
+) -> None:
+    """Accuracy (and, when the runs have a rare class, its recall) against virtual time, one line
+    per strategy: the mean over `seeds` with a ± std band, interpolated onto a common time grid.
+    A strategy keeps its colour, line style and marker in every panel and in (a) and (b); the
+    target accuracy is dashed and each line's first crossing marked and given in the legend."""
+    from fl.experiment.plots import (
+        draw_panel,
+        finish_panels,
+        line_labels,
+        load_run,
+        panel_grid,
+        style,
+    )
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from fl.experiment.tables import read_csv
-
-    series = []
+    groups, shown = [], []
     for s in strategies:
-        f = run_root / s / f"seed{seed}" / "rounds.csv"
-        if f.is_file():
-            series.append((s, [r for r in read_csv(f) if r.get("central_accuracy", "") != ""]))
-    has_recall = any("central_recall_0" in rows[0] for _, rows in series if rows)
+        folders = [run_root / s / f"seed{k}" for k in seeds]
+        runs = [load_run(f) for f in folders if (f / "rounds.csv").is_file()]
+        if runs:
+            groups.append(runs)
+            shown.append(s)
+    if not groups:
+        return
+    # Synchronous FedAvg is evaluated more often (SYNC_OVERRIDES): not what tells lines apart.
+    labels = line_labels(groups, seeds_note=False, ignore=("evaluation.every",))
+    styles = [style(STRATEGIES_A.index(s) if s in STRATEGIES_A else i) for i, s in enumerate(shown)]
+    has_recall = any("central_recall_0" in r for g in groups for r in g[0].rows)
     panels = [("central_accuracy", "test accuracy")]
     if has_recall and "straggler" in title:
         panels.append(("central_recall_0", "class-0 recall (the straggler's class)"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), dpi=110)
-    axes = np.atleast_1d(axes)
-    for ax, (key, label) in zip(axes, panels, strict=True):
-        for s, rows in series:
-            ax.plot([r["virtual_time"] for r in rows], [r[key] for r in rows], label=s, lw=1.3)
-        ax.set_xlabel("virtual time (s)")
+    fig, axes = panel_grid(len(panels), ncols=2, width=5.6, height=4.0)
+    for i, (ax, (key, label)) in enumerate(zip(axes, panels, strict=True)):
+        names = labels if i == 0 else [f"_{lab}" for lab in labels]  # one legend entry per line
+        draw_panel(ax, groups, names, "virtual_time", key, styles)
         ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+        ax.set_ylim(0, 1)
+        ax.yaxis.set_tick_params(labelleft=True)
+    n = len({r.seed for g in groups for r in g})
+    over = f"mean ± std over {n} seeds" if n > 1 else f"seed {seeds[0]}"
+    finish_panels(fig, axes, path, f"{title} ({over})", "virtual time (s)", None,
+                  legend_cols=3)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------- (c) I-Prof
@@ -345,6 +361,17 @@ def table_c(results: list[dict[str, Any]]) -> str:
 
 
 # ------------------------------------------------------------------------------------ main
+def read_rows(out: Path, configs: set[str], seeds: list[int]) -> list[dict[str, Any]]:
+    """The rows of OUT/summary.csv (what a run of (a) / (b) wrote) for `configs` and `seeds`,
+    in file order, with empty cells dropped (a row without a rare class has no recall)."""
+    from fl.experiment.tables import read_csv
+
+    if not (out / "summary.csv").is_file():
+        raise SystemExit(f"--report: {out / 'summary.csv'} not found; run without --report first")
+    rows = [{k: v for k, v in r.items() if v != ""} for r in read_csv(out / "summary.csv")]
+    return [r for r in rows if r["config"] in configs and r["seed"] in seeds]
+
+
 def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -355,6 +382,11 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="redraw the plots and rewrite table.md from OUT/summary.csv without rerunning",
+    )
     args = parser.parse_args(argv)
     out = args.out or Path("results/fleet-quick" if args.quick else "results/fleet")
     parts = args.parts or (["a", "c"] if args.quick else ["a", "b", "c"])
@@ -384,24 +416,27 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
                     jobs.append(("mobile.toml", strat, s, [*quick_b, *args.overrides],
                                  str(out / "b")))  # fmt: skip
                     labels.append("mobile.toml")
-        rows = run_jobs(run_one, jobs, args.workers)
-        for row, label in zip(rows, labels, strict=True):
-            row["config"] = label
-        write_summary(out, rows)
+        if args.report:
+            rows = read_rows(out, set(labels), seeds)
+        else:
+            rows = run_jobs(run_one, jobs, args.workers)
+            for row, label in zip(rows, labels, strict=True):
+                row["config"] = label
+            write_summary(out, rows)
         cells = summarise(rows)
         if "a" in parts:
             lines += ["## (a) straggler holds class 0", "", table_ab(cells, "straggler.toml"), ""]
             lines += ["IID control, identical devices:", "", table_ab(cells, "iid"), ""]
             lines += ["IID control, compute jitter as in (a):", "", table_ab(cells, "iid-jitter")]
             lines += [""]
-            plot_ab(out / "a", STRATEGIES_A, seeds[0], out / "a_straggler.png",
-                    "(a) straggler holds class 0")  # fmt: skip
+            plot_ab(out / "a", STRATEGIES_A, seeds, out / "a_straggler.png",
+                    "(a) a 10× slower straggler holds all of class 0")  # fmt: skip
             results += checks_a(cells)
         if "b" in parts:
             lines += ["## (b) non-IID MNIST on mobile phones", "", table_ab(cells, "mobile.toml")]
             lines += [""]
-            plot_ab(out / "b", STRATEGIES_B, seeds[0], out / "b_mobile.png",
-                    "(b) Dirichlet(0.3) MNIST, mobile phones")  # fmt: skip
+            plot_ab(out / "b", STRATEGIES_B, seeds, out / "b_mobile.png",
+                    "(b) Dirichlet(0.3) MNIST on mobile phones")  # fmt: skip
 
     if "c" in parts:
         jitters = [0.1] if args.quick else [0.1, 0.2]

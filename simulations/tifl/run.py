@@ -5,7 +5,10 @@ FedAvg sampling and the TiFL policies uniform, fast, slow, random, adaptive (equ
 adaptive with credits skewed towards fast tiers (40/25/15/12/8 % of the rounds), then writes
 
   results/tifl[-quick]/<setting>/<policy>/     each run's results folder
-  results/tifl[-quick]/<setting>/accuracy_vs_time.png, accuracy_vs_round.png
+  results/tifl[-quick]/<setting>/accuracy_vs_time.png   two panels on a linear time axis: the
+                                               static policies, and uniform vs adaptive; the
+                                               profiling period shaded, the target dashed
+  results/tifl[-quick]/<setting>/accuracy_vs_round.png  the same against rounds
   results/tifl[-quick]/summary.csv, table.md   training time (profiling excluded, reported
                                                apart), time to target, final accuracy (mean of
                                                the last 5 evaluations)
@@ -13,7 +16,10 @@ adaptive with credits skewed towards fast tiers (40/25/15/12/8 % of the rounds),
 and prints the table and the checks of the issue's targets. Runs go to a pool of processes (one
 per core); each run is deterministic, so the pool changes nothing but wall time.
 
-Usage: python simulations/tifl/run.py [--quick] [--workers N] [--out DIR]
+`--report` redraws the plots and rewrites the table from OUT/summary.csv and the run folders,
+without rerunning.
+
+Usage: python simulations/tifl/run.py [--quick] [--workers N] [--out DIR] [--report]
 """
 
 from __future__ import annotations
@@ -44,6 +50,21 @@ POLICIES = {
     ],
 }
 QUICK = ["rounds=100", "data.max_samples=15000", "evaluation.every=2"]
+SETTING_TITLES = {
+    "iid": "IID",
+    "noniid": "non-IID (2 classes per node)",
+    "skew": "quantity skew (node size ∝ rank)",
+}
+# Noisy curves (non-IID: each round trains one tier's 5 nodes) are drawn as a trailing mean of
+# SMOOTH evaluations, the raw curve faint behind, when the median jump between evaluations
+# exceeds ROUGH.
+SMOOTH, ROUGH = 10, 0.01
+# The figure's two panels: TiFL's static policies against vanilla, and the adaptive policies
+# against vanilla and uniform (which adaptive with equal credits should match in time).
+PANELS = {
+    "static policies": ["vanilla", "uniform", "fast", "slow", "random"],
+    "uniform vs adaptive": ["vanilla", "uniform", "adaptive", "adaptive-skewed"],
+}
 
 
 def run_one(job: tuple[str, str, list[str], str]) -> dict[str, Any]:
@@ -131,6 +152,108 @@ def checks(rows: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
     return out
 
 
+def roughness(runs: list[Any]) -> float:
+    """How much the runs' accuracy jumps between consecutive evaluations late in training (the
+    median absolute change over their second halves): above `ROUGH` the curves are smoothed."""
+    import numpy as np
+
+    from fl.experiment.plots import curve
+
+    curves = [curve(r, "round", "central_accuracy")[1] for r in runs]
+    jumps = [np.abs(np.diff(y[len(y) // 2 :])) for y in curves]
+    jumps = [j for j in jumps if len(j)]
+    return float(np.median(np.concatenate(jumps))) if jumps else 0.0
+
+
+def accuracy_floor(runs: list[Any]) -> float:
+    """The bottom of the accuracy axis: the curves spend nearly all their time near their final
+    accuracy, so the axis starts just below the lowest of the runs' lower-quartile accuracies
+    and the target (a multiple of 0.05); the early rise enters from below."""
+    import numpy as np
+
+    from fl.experiment.plots import curve
+
+    quartiles = [
+        np.quantile(y, 0.25) for r in runs if len(y := curve(r, "round", "central_accuracy")[1])
+    ]
+    target = max(r.target for r in runs)
+    low = min([*quartiles, target]) - 0.03
+    return float(max(0.0, np.floor(low / 0.05) * 0.05))
+
+
+def plot_setting(folder: Path, title: str) -> list[Path]:
+    """The setting's figures (accuracy against virtual time and against rounds), one panel per
+    `PANELS` entry; a policy keeps its colour, line style and marker in both panels. The time
+    axis is linear, each curve starts at its first evaluation after profiling and the profiling
+    period is shaded; the accuracy axis is zoomed on where the curves spend their time, and
+    noisy curves are smoothed (see `SMOOTH`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fl.experiment.plots import (
+        draw_panel,
+        line_labels,
+        load_run,
+        ordered_legend_entries,
+        style,
+    )
+
+    runs = {p: load_run(folder / p) for p in POLICIES if (folder / p / "rounds.csv").is_file()}
+    if not runs:
+        return []
+    bottom = accuracy_floor(list(runs.values()))
+    smooth = SMOOTH if roughness(list(runs.values())) > ROUGH else 1
+    names = dict(zip(runs, line_labels([[r] for r in runs.values()]), strict=True))
+    styles = {p: style(i) for i, p in enumerate(POLICIES)}
+    written = []
+    for x_key, fname in (
+        ("virtual_time", "accuracy_vs_time.png"),
+        ("round", "accuracy_vs_round.png"),
+    ):
+        fig, axes = plt.subplots(1, len(PANELS), figsize=(6.2 * len(PANELS), 5.2), dpi=110)
+        for ax, (panel, policies) in zip(axes, PANELS.items(), strict=True):
+            shown = [p for p in policies if p in runs]
+            draw_panel(
+                ax,
+                [[runs[p]] for p in shown],
+                [names[p].removeprefix("tifl: ") for p in shown],
+                x_key,
+                styles=[styles[p] for p in shown],
+                smooth=smooth,
+            )
+            ax.set_ylim(bottom, 1.0)
+            ax.set_title(panel, fontsize=10)
+            if smooth > 1:
+                ax.set_ylabel(f"test accuracy (trailing mean of {smooth} evaluations)")
+            entries = ordered_legend_entries([ax])
+            ax.legend(list(entries.values()), list(entries), fontsize=7.5, loc="upper center",
+                      bbox_to_anchor=(0.5, -0.13), ncol=1, frameon=False)  # fmt: skip
+        fig.suptitle(title, fontsize=11)
+        fig.tight_layout()
+        path = folder / fname
+        fig.savefig(path, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def read_rows(out: Path, settings: list[str]) -> list[dict[str, Any]]:
+    """The summary rows of `settings` from OUT/summary.csv (what a run wrote), in run order,
+    with "never reached" read back as None."""
+    from fl.experiment.tables import read_csv
+
+    if not (out / "summary.csv").is_file():
+        raise SystemExit(f"--report: {out / 'summary.csv'} not found; run without --report first")
+    rows = [r for r in read_csv(out / "summary.csv") if r["setting"] in settings]
+    for r in rows:
+        if r["time_to_target_s"] == "":
+            r["time_to_target_s"] = None
+        r["tier_use"] = str(r["tier_use"])
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -146,23 +269,30 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
         default=[],
         help="extra config override for every run, e.g. --set executor=sequential",
     )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="redraw the plots and rewrite table.md from OUT/summary.csv without rerunning",
+    )
     args = parser.parse_args(argv)
     out = args.out or Path("results/tifl-quick" if args.quick else "results/tifl")
     extra = QUICK if args.quick else []
-    jobs = [
-        (s, p, [*SETTINGS[s], *POLICIES[p], *extra, *args.overrides], str(out))
-        for s in args.settings
-        for p in POLICIES
-    ]
-    rows = run_jobs(run_one, jobs, args.workers)
-    write_summary(out, rows)
+    if args.report:
+        rows = read_rows(out, args.settings)
+    else:
+        jobs = [
+            (s, p, [*SETTINGS[s], *POLICIES[p], *extra, *args.overrides], str(out))
+            for s in args.settings
+            for p in POLICIES
+        ]
+        rows = run_jobs(run_one, jobs, args.workers)
+        write_summary(out, rows)
     from fl.experiment.config import load_config
-    from fl.experiment.plots import plot_runs
 
     target = load_config(HERE / "tifl.toml").evaluation.target_accuracy
     md = table(rows, target)
     for s in args.settings:
-        plot_runs([out / s / p for p in POLICIES], out / s, log_time=True)
+        plot_setting(out / s, f"TiFL on {SETTING_TITLES[s]} MNIST, 50 nodes in 5 tiers")
     results = checks(rows) if {"iid", "noniid"} <= set(args.settings) else []
     write_report(out, [md, ""], results)
     return results
