@@ -29,8 +29,14 @@ lint: setup
 	$(VENV)/bin/ruff format --check fl tests simulations benchmarks
 	$(VENV)/bin/ruff check fl tests simulations benchmarks
 
+# pfl (the bench extra, for benchmarks/vs_pfl.py) pins attrs<24 through dp-accounting, which
+# would downgrade .venv; so it gets a venv of its own inside .venv (same torch pin first).
+PFL_VENV := $(VENV)/pfl
 bench: setup
-	$(PY) benchmarks/all.py
+	test -x $(PFL_VENV)/bin/python || $(PYTHON) -m venv $(PFL_VENV)
+	$(PFL_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(PFL_VENV)/bin/python -m pip install --quiet -e ".[bench]"
+	FL_BENCH_PFL_PYTHON=$(PFL_VENV)/bin/python $(PY) benchmarks/all.py
 
 # The documentation site (mkdocs.yml, docs/) into site/: the docs extra (MkDocs, Material) on
 # top of the usual set-up, then a strict build (any warning, e.g. a broken link, fails it).

@@ -4,8 +4,12 @@ figure of the Flower comparison to docs/benchmark_vs_flower.png (what the README
 Each benchmark runs in its own process and measures its ratios side by side within that run;
 nothing else should run on the machine meanwhile. About 20 minutes on 2 cores (most of it
 Flower's Ray simulation); `--quick` runs the short variant of each (about 3 minutes).
+vs_pfl.py also needs pfl-research: `make bench` installs it (the bench extra) into .venv/pfl.
 
-Usage: python benchmarks/all.py [--quick]     (make bench)
+Usage: python benchmarks/all.py [--quick] [--only SCRIPT ...]     (make bench)
+
+`--only vs_pfl.py scale.py` reruns those scripts' entries of the full list and replaces only
+their sections of docs/benchmarks.md, keeping the others as they were written.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ FULL = [
     ["scale.py"],
     ["aggregators.py"],
     ["vs_flower.py"],
+    ["vs_pfl.py"],
+    ["startup.py"],
+    ["async_loop.py"],
 ]
 QUICK = [
     ["throughput.py", "--rounds", "1"],
@@ -37,6 +44,9 @@ QUICK = [
     ["scale.py", "--sizes", "10", "1000", "--rounds", "2"],
     ["aggregators.py", "--quick", "--no-memory"],
     ["vs_flower.py", "--quick"],
+    ["vs_pfl.py", "--quick"],
+    ["startup.py", "--repeats", "1"],
+    ["async_loop.py", "--budget", "15"],
 ]
 
 
@@ -86,23 +96,53 @@ def plot_vs_flower(table: str, path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", nargs="+", default=None, metavar="SCRIPT")
     args = parser.parse_args(argv)
     DOCS.mkdir(exist_ok=True)
-    sections = [
-        "# Benchmarks",
-        "",
-        "Regenerate with `make bench` (= `python benchmarks/all.py`).",
-        "",
-    ]
-    for cmd in QUICK if args.quick else FULL:
+    cmds = QUICK if args.quick else FULL
+    done: dict[str, str] = {}  # section title → its body
+    if args.only:
+        unknown = set(args.only) - {c[0] for c in cmds}
+        if unknown:
+            raise SystemExit(f"--only: no benchmark named {', '.join(sorted(unknown))}")
+        done = read_sections(DOCS / "benchmarks.md")
+    for cmd in cmds:
+        title = f"## `python benchmarks/{' '.join(cmd)}`"
+        if args.only and cmd[0] not in args.only:
+            continue
         t0 = time.perf_counter()
         text = run(cmd)
         print(f"python benchmarks/{' '.join(cmd)}  ({time.perf_counter() - t0:.0f} s)\n{text}")
-        sections += [f"## `python benchmarks/{' '.join(cmd)}`", "", text.strip(), ""]
-        (DOCS / "benchmarks.md").write_text("\n".join(sections))  # as it goes: a long run
+        done[title] = text.strip()
+        write_sections(DOCS / "benchmarks.md", cmds, done)  # as it goes: a long run
         if cmd[0] == "vs_flower.py":
             plot_vs_flower(text, DOCS / "benchmark_vs_flower.png")
     print(f"wrote {DOCS / 'benchmarks.md'}")
+
+
+def read_sections(path: Path) -> dict[str, str]:
+    """The sections of an earlier benchmarks.md, by their `## ` title."""
+    out: dict[str, str] = {}
+    if not path.exists():
+        return out
+    title = None
+    for line in path.read_text().splitlines():
+        if line.startswith("## `python benchmarks/"):
+            title = line
+            out[title] = ""
+        elif title is not None:
+            out[title] += line + "\n"
+    return {k: v.strip() for k, v in out.items()}
+
+
+def write_sections(path: Path, cmds: list[list[str]], done: dict[str, str]) -> None:
+    """benchmarks.md: the sections of `cmds` that have output, in the order of `cmds`."""
+    lines = ["# Benchmarks", "", "Regenerate with `make bench` (= `python benchmarks/all.py`).", ""]
+    for cmd in cmds:
+        title = f"## `python benchmarks/{' '.join(cmd)}`"
+        if title in done:
+            lines += [title, "", done[title], ""]
+    path.write_text("\n".join(lines))
 
 
 if __name__ == "__main__":

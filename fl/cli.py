@@ -113,6 +113,13 @@ def run(
         bool, typer.Option(help="overwrite the results of an earlier run in the folder")
     ] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    plots: Annotated[
+        bool,
+        typer.Option(
+            help="write accuracy_vs_time.png and accuracy_vs_round.png (--no-plots saves ~1 s; "
+            "`fl-sim plot RESULTS --out RESULTS` draws them later)"
+        ),
+    ] = True,
     engine: Annotated[
         str,
         typer.Option(
@@ -156,7 +163,8 @@ def run(
             run_on_flower(cfg, out_dir, cpus_per_client=cpus_per_client, verbose=not quiet)
             text = (out_dir / "summary.json").read_text()
         else:
-            text = json.dumps(summary(run_experiment(cfg, out_dir, progress=not quiet)), indent=2)
+            result = run_experiment(cfg, out_dir, progress=not quiet, plots=plots)
+            text = json.dumps(summary(result), indent=2)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     except ConfigError as exc:  # a value only the data could refute (e.g. too many classes)

@@ -143,7 +143,7 @@ def test_tiers_match_device_groups_and_dropouts_are_excluded() -> None:
     from fl.sim.devices import DeviceProfile
 
     seed_everything(0)
-    devices = make_population(cfg.devices, cfg.num_nodes, cfg.seed)
+    devices = list(make_population(cfg.devices, cfg.num_nodes, cfg.seed))
     dead = DeviceProfile(flops_per_s=1e9, down_bps=1e9, up_bps=1e9, failure_prob=1.0)
     devices[7] = dead
     grid = build_grid(cfg, devices)

@@ -18,21 +18,29 @@ from typing import Any
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fl.client.plan import planned_work
 from fl.client.training import evaluate
 from fl.client.workspace import _partition, finish_train, prepare_train, workspace
 from fl.protocol import keys
+from fl.protocol.planned import PlannedWork
 
 
 class _ProjectClientApp(ClientApp):
     """This module's ClientApp. It pickles as a reference to `app` (checkpoints, worker
     processes), so a restored grid still runs — and the executors still recognise — `app`.
     It only reads the messages it is given (`reads_only`): the virtual grid may hand every
-    node the same content instead of a private copy."""
+    node the same content instead of a private copy. It plans its training tasks
+    (`planned_work`), so the virtual grid may defer them and run them in batches."""
 
     reads_only = True
 
     def __reduce__(self) -> tuple[Any, tuple[()]]:
         return _project_app, ()
+
+    def planned_work(self, message: Message, context: Context) -> PlannedWork | None:
+        """What a train task will report (work, reply bytes) before it runs, so the virtual
+        grid may defer it (`fl.protocol.planned`); None for anything it must run now."""
+        return planned_work(message, context)
 
 
 def _project_app() -> ClientApp:

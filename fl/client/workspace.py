@@ -28,7 +28,7 @@ from fl.models import (
     forward_flops_per_example,
     train_flops_per_example,
 )
-from fl.protocol import decode, keys
+from fl.protocol import decode, keys, records
 
 
 @lru_cache(maxsize=4)
@@ -50,6 +50,7 @@ class Workspace:
     # the same bytes objects (the grid copies records, not payloads), so each array is decoded
     # once per round instead of once per node. Holding the bytes keeps their identity unique.
     decoded: dict[str, tuple[bytes, torch.Tensor]] = field(default_factory=dict)
+    key: tuple[tuple[str, Any], ...] = ()  # its `workspace_key` once cached
 
     def decode(self, record: ArrayRecord) -> dict[str, torch.Tensor]:
         """The tensors of `record`, each payload decoded only once (shared between calls with
@@ -92,17 +93,31 @@ def workspace_key(run_config: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((k, v) for k, v in run_config.items() if k.split(".")[0] in CLIENT_KEYS))
 
 
+# id(run_config) → (that run_config, its workspace): a node's Context keeps one run_config
+# dict for the whole run, so its workspace is found without re-sorting the config per task.
+_BY_CONFIG: dict[int, tuple[Mapping[str, Any], Workspace]] = {}
+
+
 def workspace(run_config: Mapping[str, Any], cfg: ClientConfig | None = None) -> Workspace:
     """The cached workspace for this run_config (one per experiment per process), built from
     `cfg` when given (an experiment in this process) or parsed from the run_config (a node on
-    Flower's engines, a spawned worker)."""
+    Flower's engines, a spawned worker). A run_config is read once per object: it must not
+    change afterwards (Flower's never do)."""
+    hit = _BY_CONFIG.get(id(run_config))
+    if cfg is None and hit is not None and hit[0] is run_config:  # noqa: SIM102
+        if _WORKSPACES.get(hit[1].key) is hit[1]:  # not evicted since
+            return hit[1]
     key = workspace_key(run_config)
     ws = _WORKSPACES.get(key)
     if ws is None:
         if len(_WORKSPACES) >= 4:
             _WORKSPACES.clear()
         ws = make_workspace(cfg if cfg is not None else ClientConfig.from_run_config(run_config))
+        ws.key = key
         _WORKSPACES[key] = ws
+    if len(_BY_CONFIG) >= 100_000:
+        _BY_CONFIG.clear()
+    _BY_CONFIG[id(run_config)] = (run_config, ws)
     return ws
 
 
@@ -144,8 +159,13 @@ def _next_call(context: Context) -> int:
 
 
 def _request_config(msg: Message) -> ConfigRecord | None:
-    records = list(msg.content.config_records.values())
-    return records[0] if records else None
+    """The message's first ConfigRecord (the request's hyper-parameters), if any."""
+    return next((r for r in msg.content.values() if isinstance(r, ConfigRecord)), None)
+
+
+def sent_model(msg: Message) -> ArrayRecord:
+    """The message's first ArrayRecord (the model sent); StopIteration if it has none."""
+    return next(r for r in msg.content.values() if isinstance(r, ArrayRecord))
 
 
 @dataclass
@@ -168,7 +188,7 @@ def prepare_train(msg: Message, context: Context) -> TrainTask:
     request = _request_config(msg)
     hp = local_training(ws.config, request)
     x_tr, y_tr, _, _ = ws.data.node(pid)
-    start = ws.decode(next(iter(msg.content.array_records.values())))
+    start = ws.decode(sent_model(msg))
     sent_round = request.get(keys.SERVER_ROUND) if request else None
     server_round = int(sent_round) if sent_round is not None else 0  # type: ignore[arg-type]
     seed = derive_seed(ws.config.seed, pid, server_round, _next_call(context))
@@ -185,20 +205,27 @@ def train_reply(
     state: Mapping[str, torch.Tensor],
     compute_s: float,
 ) -> Message:
-    """The reply to a train message: the trained model and what the training did."""
-    metrics = MetricRecord(
-        {
-            keys.TRAIN_LOSS: stats.loss,
-            keys.NUM_EXAMPLES: len(task.y),
-            keys.EXAMPLES_PROCESSED: stats.examples,
-            keys.WORK_FLOPS: stats.examples * task.ws.train_flops,
-            # Measured on the device; the virtual grid replaces it with the virtual time.
-            keys.COMPUTE_S: compute_s,
-        }
-    )
+    """The reply to a train message: the trained model and what the training did.
+
+    Built as Flower builds it (`ArrayRecord(state)`, `MetricRecord`, `RecordDict`) with the
+    same bytes, but without per-item validation and with each array's .npy header cached
+    (`fl.protocol.records`): the values are the ones this function computes."""
+    values: dict[str, Any] = {
+        keys.TRAIN_LOSS: stats.loss,
+        keys.NUM_EXAMPLES: len(task.y),
+        keys.EXAMPLES_PROCESSED: stats.examples,
+        keys.WORK_FLOPS: stats.examples * task.ws.train_flops,
+        # Measured on the device; the virtual grid replaces it with the virtual time.
+        keys.COMPUTE_S: compute_s,
+    }
     if stats.label_counts:
-        metrics[keys.LABEL_COUNTS] = stats.label_counts
-    content = RecordDict({"arrays": ArrayRecord(dict(state)), "metrics": metrics})
+        values[keys.LABEL_COUNTS] = list(stats.label_counts)
+    if records.fast():
+        content = records.record_dict(
+            {"arrays": records.state_record(state), "metrics": records.metric_record(values)}
+        )
+    else:  # Flower's own constructors (the reference)
+        content = RecordDict({"arrays": ArrayRecord(dict(state)), "metrics": MetricRecord(values)})
     return Message(content=content, reply_to=msg)
 
 
@@ -221,3 +248,4 @@ def clear_workspaces() -> None:
     """Forget every cached workspace and dataset (a benchmark that times loading calls this)."""
     federated_data.cache_clear()
     _WORKSPACES.clear()
+    _BY_CONFIG.clear()

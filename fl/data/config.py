@@ -65,6 +65,10 @@ class DataConfig:
             proportion for ``"natural"``); ``None`` keeps everything.
         synthetic_alpha, synthetic_beta: the (α, β) of FedProx's Synthetic(α, β).
         synthetic_iid: generate FedProx's Synthetic-IID instead (one shared model, v_k = 0).
+        synthetic_lazy: generate each Synthetic client's data when its node is first touched
+            (from the seed and the client), so a million-node population is cheap; needs
+            ``partition = "natural"`` and no ``max_samples``. Not the same samples as the eager
+            default (same sizes, priors and distribution): see ``fl.data.synthetic``.
         shakespeare_min_samples: roles with fewer samples are left out.
         min_partition_size: smallest node accepted by ``"dirichlet"`` (resampled until met) and
             ``"size"`` (checked).
@@ -83,6 +87,7 @@ class DataConfig:
     synthetic_alpha: float = 1.0
     synthetic_beta: float = 1.0
     synthetic_iid: bool = False
+    synthetic_lazy: bool = False  # Synthetic: generate each client on first touch (natural only)
     shakespeare_min_samples: int = 64
     min_partition_size: int = 2
     outlier_class: int = -1
@@ -148,6 +153,17 @@ def validate_config(cfg: DataConfig, num_nodes: int, seed: int) -> None:
             raise invalid(field, value, "must be a finite number >= 0")
     if not isinstance(cfg.synthetic_iid, bool):
         raise invalid("synthetic_iid", cfg.synthetic_iid, "must be true or false")
+    if not isinstance(cfg.synthetic_lazy, bool):
+        raise invalid("synthetic_lazy", cfg.synthetic_lazy, "must be true or false")
+    if cfg.synthetic_lazy and (
+        cfg.name != "synthetic" or cfg.partition != "natural" or cfg.max_samples is not None
+    ):
+        raise invalid(
+            "synthetic_lazy",
+            cfg.synthetic_lazy,
+            "must be false unless name='synthetic', partition='natural' and max_samples is "
+            "None (lazily generated clients are the nodes themselves)",
+        )
     if not _is_int(cfg.shakespeare_min_samples) or cfg.shakespeare_min_samples < 1:
         raise invalid(
             "shakespeare_min_samples", cfg.shakespeare_min_samples, "must be an integer >= 1"

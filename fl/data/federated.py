@@ -8,6 +8,7 @@ The same ``(cfg, num_nodes, seed)`` always gives identical indices and tensors.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,12 +17,12 @@ import torch
 from fl.data.config import HF_PREFIX, DataConfig, invalid, validate_config
 from fl.data.digits import load_digits_pool
 from fl.data.mnist import load_mnist_pool
-from fl.data.partition import local_split, partition_indices
+from fl.data.partition import NodeIndices, local_split_all, partition_indices
 from fl.data.pool import Pool
 from fl.data.remote import load_remote_pool
 from fl.data.shakespeare import load_shakespeare_pool
 from fl.data.sources import SampleSource, TextWindowSource, subset
-from fl.data.synthetic import load_synthetic_pool
+from fl.data.synthetic import LazySyntheticSource, load_lazy_synthetic_pool, load_synthetic_pool
 
 __all__ = ["FederatedData", "load_federated"]
 
@@ -36,6 +37,10 @@ class FederatedData:
     test splits; sorted, disjoint, and disjoint across nodes); ``test`` is the central held-out
     set for server-side evaluation. ``node_names`` names natural clients (e.g.
     ``"hamlet/HAMLET"``), ``None`` for other partitions.
+
+    The splits are :class:`~fl.data.partition.NodeIndices` (one flat index array and offsets
+    each; ``node_train[i]`` is an int64 view), so a million nodes cost two arrays, not two
+    million; ``node_names`` may be any sequence (lazily named for large natural pools).
     """
 
     name: str
@@ -44,14 +49,18 @@ class FederatedData:
     vocab_size: int | None
     train: SampleSource
     test: SampleSource
-    node_train: list[np.ndarray]
-    node_test: list[np.ndarray]
-    node_names: list[str] | None = None
+    node_train: NodeIndices
+    node_test: NodeIndices
+    node_names: Sequence[str] | None = None
 
     @property
     def num_nodes(self) -> int:
         """Number of nodes."""
         return len(self.node_train)
+
+    def node_sizes(self) -> np.ndarray:
+        """Local training samples per node (int64, one array op)."""
+        return self.node_train.sizes
 
     def _check_node(self, i: int) -> None:
         if not 0 <= i < self.num_nodes:
@@ -67,7 +76,11 @@ class FederatedData:
     def label_counts(self, i: int) -> np.ndarray:
         """Per-class counts of node ``i``'s local train split, shape ``(num_classes,)``."""
         self._check_node(i)
-        labels = self.train.labels[self.node_train[i]]
+        idx = self.node_train[i]
+        if isinstance(self.train, LazySyntheticSource):  # only this node's client is generated
+            labels = self.train.labels_at(idx)
+        else:
+            labels = self.train.labels[idx]
         return np.bincount(labels, minlength=self.num_classes)
 
 
@@ -76,9 +89,8 @@ def _load_pool(cfg: DataConfig, num_nodes: int, seed: int) -> Pool:
     if cfg.name == "digits":
         return load_digits_pool()
     if cfg.name == "synthetic":
-        return load_synthetic_pool(
-            num_nodes, cfg.synthetic_alpha, cfg.synthetic_beta, cfg.synthetic_iid, seed
-        )
+        load = load_lazy_synthetic_pool if cfg.synthetic_lazy else load_synthetic_pool
+        return load(num_nodes, cfg.synthetic_alpha, cfg.synthetic_beta, cfg.synthetic_iid, seed)
     if cfg.name == "mnist":
         return load_mnist_pool()
     if cfg.name == "shakespeare":
@@ -128,8 +140,14 @@ def _cap(pool: Pool, max_samples: int, natural: bool, rng: np.random.Generator) 
 
 def _partition(
     pool: Pool, cfg: DataConfig, num_nodes: int, rng: np.random.Generator
-) -> list[np.ndarray]:
+) -> NodeIndices:
     """Indices of each node; with ``outlier_class`` the last node gets all of that class."""
+    if cfg.partition == "natural" and isinstance(pool.clients, NodeIndices):
+        if len(pool.clients) != num_nodes:  # the generator made one client per node
+            raise invalid(
+                "num_nodes", num_nodes, f"the data has {len(pool.clients)} natural clients"
+            )
+        return pool.clients  # a lazy pool's clients: its labels are never materialised
     labels = np.asarray(pool.train.labels)
     c = cfg.outlier_class
     if c < 0:
@@ -141,7 +159,15 @@ def _partition(
     if len(outlier) == 0:
         raise invalid("outlier_class", c, "no training example has this class")
     parts = partition_indices(labels[rest], cfg, num_nodes - 1, pool.num_classes, rng)
-    return [rest[p] for p in parts] + [outlier]
+    return NodeIndices(
+        np.concatenate([rest[parts.indices()], outlier]),
+        np.append(parts.offsets, parts.total + len(outlier)),
+    )
+
+
+def _names(names: Sequence[str]) -> Sequence[str]:
+    """A pool's client names as a list (a lazy pool's name sequence is kept as it is)."""
+    return list(names) if isinstance(names, tuple | list) else names
 
 
 def load_federated(cfg: DataConfig, num_nodes: int, seed: int) -> FederatedData:
@@ -167,8 +193,8 @@ def load_federated(cfg: DataConfig, num_nodes: int, seed: int) -> FederatedData:
             "num_nodes", num_nodes, f"more nodes than the {len(pool.train)} training samples"
         )
     parts = _partition(pool, cfg, num_nodes, np.random.default_rng([seed, _PARTITION]))
-    empty = [i for i, part in enumerate(parts) if len(part) == 0]
-    if empty:
+    empty = np.flatnonzero(parts.sizes == 0)
+    if len(empty):
         raise invalid(
             "num_nodes",
             num_nodes,
@@ -176,8 +202,9 @@ def load_federated(cfg: DataConfig, num_nodes: int, seed: int) -> FederatedData:
             f"(first: node {empty[0]})",
         )
     rng = np.random.default_rng([seed, _LOCAL])
-    contiguous = isinstance(pool.train, TextWindowSource)
-    splits = [local_split(p, cfg.local_test_fraction, rng, contiguous) for p in parts]
+    # Text windows and generated (lazy) nodes split contiguously: no per-node random draw.
+    contiguous = isinstance(pool.train, TextWindowSource | LazySyntheticSource)
+    node_train, node_test = local_split_all(parts, cfg.local_test_fraction, rng, contiguous)
     return FederatedData(
         name=cfg.name,
         num_classes=pool.num_classes,
@@ -185,7 +212,7 @@ def load_federated(cfg: DataConfig, num_nodes: int, seed: int) -> FederatedData:
         vocab_size=pool.vocab_size,
         train=pool.train,
         test=pool.test,
-        node_train=[tr for tr, _ in splits],
-        node_test=[te for _, te in splits],
-        node_names=list(pool.client_names) if natural and pool.client_names else None,
+        node_train=node_train,
+        node_test=node_test,
+        node_names=_names(pool.client_names) if natural and pool.client_names else None,
     )

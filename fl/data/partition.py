@@ -1,11 +1,19 @@
-"""Split a pool's indices over nodes with flwr-datasets partitioners, then split each node locally.
+"""Split a pool's indices over nodes, then split every node locally; partitions are held flat.
 
-The partitioners run over an in-memory ``datasets.Dataset`` with two columns, ``label`` and
-``idx`` (the position in the pool); a node's indices are read back from the ``idx`` column of its
-partition. Rows are put in a seeded random order first, because ``IidPartitioner`` and the size
-partitioners cut contiguous blocks.
+A partition of N nodes is a :class:`NodeIndices`: one flat int64 index array and N + 1 offsets
+(node i holds ``flat[offsets[i]:offsets[i + 1]]``), or offsets alone when every node holds a
+contiguous range of the pool. The local train/test split (:func:`local_split_all`) works on the
+flat arrays for all nodes at once.
 
-- ``iid``: ``IidPartitioner`` (equal contiguous shards of the shuffled pool).
+``iid`` is computed with numpy (no ``datasets`` import): the shards ``IidPartitioner`` cuts,
+which tests/test_partitions_flat.py checks against flwr-datasets. The other partitioners run over
+an in-memory ``datasets.Dataset`` with two columns, ``label`` and ``idx`` (the position in the
+pool); a node's indices are read back from the ``idx`` column of its partition. Rows are put in a
+seeded random order first, because ``IidPartitioner`` and the size partitioners cut contiguous
+blocks.
+
+- ``iid``: equal contiguous shards of the shuffled pool, as ``IidPartitioner`` cuts them
+  (computed with numpy, :func:`iid_shards`).
 - ``dirichlet``: ``DirichletPartitioner(alpha, min_partition_size, self_balancing=False)``;
   flwr resamples (up to 10 times) until every node has ``min_partition_size`` samples.
 - ``shards``: ``PathologicalPartitioner(classes_per_node, "first-deterministic")``: node ``i``
@@ -19,14 +27,153 @@ partitioners cut contiguous blocks.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
 
 import numpy as np
 
 from fl.data.config import DataConfig, invalid
 
-__all__ = ["local_split", "partition_indices"]
+__all__ = ["NodeIndices", "iid_shards", "local_split", "local_split_all", "partition_indices"]
+
+
+class NodeIndices(Sequence[np.ndarray]):
+    """Per-node index arrays held flat: node ``i`` holds ``flat[offsets[i]:offsets[i + 1]]``.
+
+    ``flat=None`` means ranges: node ``i`` holds ``arange(starts[i], starts[i] + size_i)``
+    (``starts`` defaults to ``offsets[:-1]``: consecutive blocks of the pool), which costs
+    nothing per sample. Indexing returns a read-only int64 view (or a fresh ``arange``); ``len``
+    is the number of nodes; ``+`` with a list (or another ``NodeIndices``) gives the list of
+    arrays, as the ``list[np.ndarray]`` this replaces did.
+    """
+
+    __slots__ = ("flat", "offsets", "starts")
+
+    def __init__(
+        self, flat: np.ndarray | None, offsets: np.ndarray, starts: np.ndarray | None = None
+    ) -> None:
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if len(offsets) < 1 or offsets[0] != 0 or np.any(np.diff(offsets) < 0):
+            raise ValueError("NodeIndices offsets must start at 0 and not decrease")
+        if flat is not None:
+            flat = np.asarray(flat, dtype=np.int64)
+            if flat.shape != (int(offsets[-1]),):
+                raise ValueError(
+                    f"NodeIndices: {len(flat)} indices for offsets ending at {int(offsets[-1])}"
+                )
+            flat.flags.writeable = False
+            starts = None
+        elif starts is not None:
+            starts = np.asarray(starts, dtype=np.int64)
+            if starts.shape != (len(offsets) - 1,):
+                raise ValueError("NodeIndices starts: one per node")
+            starts.flags.writeable = False
+        offsets.flags.writeable = False
+        self.flat = flat
+        self.offsets = offsets
+        self.starts = starts
+
+    @classmethod
+    def from_arrays(cls, parts: Sequence[np.ndarray]) -> NodeIndices:
+        """Pack a list of per-node arrays (copied into one flat array)."""
+        if isinstance(parts, NodeIndices):
+            return parts
+        sizes = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        flat = (
+            np.concatenate([np.asarray(p, dtype=np.int64) for p in parts])
+            if len(parts)
+            else np.zeros(0, dtype=np.int64)
+        )
+        return cls(flat, offsets)
+
+    @classmethod
+    def ranges(cls, sizes: np.ndarray, starts: np.ndarray | None = None) -> NodeIndices:
+        """Node ``i`` holds ``sizes[i]`` consecutive pool positions from ``starts[i]`` (default:
+        the blocks follow each other from 0); no index array."""
+        return cls(None, np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]), starts)
+
+    def _starts(self) -> np.ndarray:
+        return self.offsets[:-1] if self.starts is None else self.starts
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """Samples per node (int64)."""
+        return np.diff(self.offsets)
+
+    @property
+    def total(self) -> int:
+        """Samples over all nodes."""
+        return int(self.offsets[-1])
+
+    def indices(self) -> np.ndarray:
+        """Every node's indices, concatenated in node order (materialised for ranges)."""
+        if self.flat is not None:
+            return self.flat
+        if self.starts is None:
+            return np.arange(self.total, dtype=np.int64)
+        sizes = self.sizes
+        return np.repeat(self.starts - self.offsets[:-1], sizes) + np.arange(self.total)
+
+    def node_of_sample(self) -> np.ndarray:
+        """For each position of :meth:`indices`, the node holding it."""
+        return np.repeat(np.arange(len(self), dtype=np.int64), self.sizes)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @overload
+    def __getitem__(self, i: int) -> np.ndarray: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[np.ndarray]: ...
+
+    def __getitem__(self, i: int | slice) -> np.ndarray | list[np.ndarray]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        j = int(i) + n if int(i) < 0 else int(i)
+        if not 0 <= j < n:
+            raise IndexError(f"node index {i} out of range for {n} nodes")
+        start, stop = int(self.offsets[j]), int(self.offsets[j + 1])
+        if self.flat is None:
+            first = int(self._starts()[j])
+            return np.arange(first, first + stop - start, dtype=np.int64)
+        return self.flat[start:stop]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for j in range(len(self)):
+            yield self[j]
+
+    def __add__(self, other: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return list(self) + list(other)
+
+    def __radd__(self, other: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return list(other) + list(self)
+
+    def __repr__(self) -> str:
+        return f"NodeIndices({len(self)} nodes, {self.total} samples)"
+
+    def take_nodes(self, order: np.ndarray) -> NodeIndices:
+        """The nodes in ``order`` (a permutation of node indices): node ``k`` of the result is
+        node ``order[k]`` of this one."""
+        order = np.asarray(order, dtype=np.int64)
+        sizes = self.sizes[order]
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        starts = self.offsets[order]
+        pos = np.repeat(starts - offsets[:-1], sizes) + np.arange(int(offsets[-1]))
+        return NodeIndices(self.indices()[pos], offsets)
+
+    def sorted_within(self) -> NodeIndices:
+        """Each node's indices sorted ascending (one sort over all nodes)."""
+        if self.flat is None:
+            return self  # ranges are ascending
+        flat, nodes = self.flat, self.node_of_sample()
+        span = int(flat.max()) + 1 if len(flat) else 1
+        if len(self) * span < 2**62:
+            key = np.sort(nodes * span + flat)
+            return NodeIndices(key - nodes * span, self.offsets)
+        return NodeIndices(flat[np.lexsort((flat, nodes))], self.offsets)
 
 
 def _partition_dataset(labels: np.ndarray, rng: np.random.Generator) -> Any:
@@ -69,8 +216,8 @@ def _read_back(partitioner: Any, num_nodes: int) -> list[np.ndarray]:
     """Each partition's ``idx`` column.
 
     Reading a partition builds a ``datasets.Dataset`` (~2 ms: 20 s for 10 000 nodes), so the
-    rows are taken from the partitioner's own assignment instead — its index lists, or the
-    contiguous shards an IID partitioner cuts — and that shortcut is checked against the
+    rows are taken from the partitioner's own assignment instead — its index lists — and
+    that shortcut is checked against the
     public `load_partition` on the first, middle and last partitions; on any difference (a
     partitioner that works otherwise), every partition is read the public way.
     """
@@ -85,17 +232,11 @@ def _read_back(partitioner: Any, num_nodes: int) -> list[np.ndarray]:
 def _assigned_rows(partitioner: Any, num_nodes: int) -> list[np.ndarray] | None:
     """The ``idx`` column of each partition from the partitioner's assignment (None if it is
     not one this knows how to read)."""
-    from flwr_datasets.partitioner import IidPartitioner
-
     partitioner.load_partition(0)  # makes the partitioner determine its assignment
     idx = idx_column(partitioner.dataset)
     mapping = getattr(partitioner, "_partition_id_to_indices", None)
     if isinstance(mapping, dict) and len(mapping) == num_nodes:
         return [idx[np.asarray(mapping[i], dtype=np.int64)] for i in range(num_nodes)]
-    if type(partitioner) is IidPartitioner:  # datasets' contiguous shards
-        div, mod = divmod(len(idx), num_nodes)
-        starts = [div * i + min(i, mod) for i in range(num_nodes + 1)]
-        return [idx[starts[i] : starts[i + 1]] for i in range(num_nodes)]
     return None
 
 
@@ -106,7 +247,7 @@ def partition_indices(
     num_classes: int,
     rng: np.random.Generator,
     clients: Sequence[np.ndarray] | None = None,
-) -> list[np.ndarray]:
+) -> NodeIndices:
     """Indices into the pool for each node, following ``cfg.partition``.
 
     Raises ``ValueError`` naming the config field when the requested split is impossible.
@@ -117,20 +258,19 @@ def partition_indices(
             raise invalid(
                 "num_nodes", num_nodes, f"the data has {available} natural clients available"
             )
-        return [np.asarray(c, dtype=np.int64) for c in clients]
+        return NodeIndices.from_arrays(clients)
+    if cfg.partition == "iid":
+        return iid_shards(len(labels), num_nodes, rng)
 
     from flwr_datasets.partitioner import (
         DirichletPartitioner,
         IdToSizeFncPartitioner,
-        IidPartitioner,
         PathologicalPartitioner,
     )
 
     seed = int(rng.integers(2**31 - 1))
     dataset = _partition_dataset(labels, rng)
-    if cfg.partition == "iid":
-        partitioner = IidPartitioner(num_partitions=num_nodes)
-    elif cfg.partition == "dirichlet":
+    if cfg.partition == "dirichlet":
         partitioner = DirichletPartitioner(
             num_partitions=num_nodes,
             partition_by="label",
@@ -184,9 +324,10 @@ def partition_indices(
             f"partition={cfg.partition!r} over {len(labels)} samples with num_nodes={num_nodes}"
             f" and min_partition_size={cfg.min_partition_size} failed: {err}",
         ) from err
+    flat = NodeIndices.from_arrays(parts)
     if cfg.partition == "size":
-        parts = [parts[r] for r in rng.permutation(num_nodes)]
-        smallest = min(len(p) for p in parts)
+        flat = flat.take_nodes(rng.permutation(num_nodes))
+        smallest = int(flat.sizes.min())
         if smallest < cfg.min_partition_size:
             raise invalid(
                 "size_skew",
@@ -194,7 +335,29 @@ def partition_indices(
                 f"the smallest of num_nodes={num_nodes} nodes gets {smallest} samples, "
                 f"fewer than min_partition_size={cfg.min_partition_size}",
             )
-    return parts
+    return flat
+
+
+def iid_shards(num_samples: int, num_nodes: int, rng: np.random.Generator) -> NodeIndices:
+    """``iid`` without flwr-datasets: the equal contiguous shards ``IidPartitioner`` cuts.
+
+    The same random stream as the partitioner path: one ``integers`` draw (the seed the other
+    partitioners get), then the seeded row order of :func:`_partition_dataset`; shard ``i`` is
+    rows ``[div·i + min(i, mod), div·(i+1) + min(i+1, mod))`` with ``div, mod =
+    divmod(num_samples, num_nodes)``, as ``datasets.Dataset.shard(contiguous=True)`` cuts them.
+    """
+    if num_nodes > num_samples:
+        raise invalid(
+            "num_nodes",
+            num_nodes,
+            f"partition='iid' over {num_samples} samples with num_nodes={num_nodes} failed: "
+            "more partitions than samples",
+        )
+    rng.integers(2**31 - 1)  # the partitioners' seed: drawn so the streams stay aligned
+    order = rng.permutation(num_samples).astype(np.int64)
+    div, mod = divmod(num_samples, num_nodes)
+    i = np.arange(num_nodes + 1, dtype=np.int64)
+    return NodeIndices(order, div * i + np.minimum(i, mod))
 
 
 def local_split(
@@ -219,3 +382,47 @@ def local_split(
     chosen = np.zeros(n, dtype=bool)
     chosen[rng.choice(n, size=n_test, replace=False)] = True
     return indices[~chosen], indices[chosen]
+
+
+def _test_sizes(n: np.ndarray, fraction: float) -> np.ndarray:
+    """:func:`local_split`'s test size for nodes of sizes ``n``, vectorised."""
+    n_test = np.rint(n * float(fraction)).astype(np.int64)  # round(): half to even, as Python
+    if fraction > 0:
+        n_test = np.where(n >= 2, np.maximum(n_test, 1), n_test)
+    return np.where(n > 0, np.minimum(n_test, n - 1), 0)
+
+
+def local_split_all(
+    parts: NodeIndices, fraction: float, rng: np.random.Generator, contiguous: bool
+) -> tuple[NodeIndices, NodeIndices]:
+    """:func:`local_split` of every node at once: ``(local train, local test)`` partitions.
+
+    Bit-identical to calling :func:`local_split` node after node with the same ``rng``: the sort,
+    the test sizes and the gathering are one numpy pass over the flat arrays; only the random
+    choice of each node's test samples remains a per-node ``rng.choice`` call (its stream
+    consumption depends on the node's size, so the calls must run in node order), and nodes
+    whose test split is empty (``fraction == 0``, or one sample) or taken contiguously make
+    none.
+    """
+    parts = parts.sorted_within()
+    n = parts.sizes
+    if parts.flat is None and contiguous:  # ranges stay ranges: O(nodes), no per-sample array
+        n_test = _test_sizes(n, fraction)
+        starts = parts._starts()
+        return NodeIndices.ranges(n - n_test, starts), NodeIndices.ranges(
+            n_test, starts + n - n_test
+        )
+    n_test = _test_sizes(n, fraction)
+    n_train = n - n_test
+    if contiguous:
+        chosen = np.arange(parts.total) - np.repeat(parts.offsets[:-1], n) >= np.repeat(n_train, n)
+    else:
+        chosen = np.zeros(parts.total, dtype=bool)
+        starts = parts.offsets[:-1]
+        for i in np.flatnonzero(n_test).tolist():
+            picked = rng.choice(int(n[i]), size=int(n_test[i]), replace=False)
+            chosen[int(starts[i]) + picked] = True
+    flat = parts.indices()
+    train = NodeIndices(flat[~chosen], np.concatenate([[0], np.cumsum(n_train)]))
+    test = NodeIndices(flat[chosen], np.concatenate([[0], np.cumsum(n_test)]))
+    return train, test

@@ -76,7 +76,9 @@ class TensorSource:
 
     def take(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Copy out the examples at ``idx``."""
-        t = torch.from_numpy(_as_index(idx))
+        # Partitions hand out read-only views (fl.data.partition.NodeIndices): torch wants a
+        # writable array, so those are copied (one small int64 array per node).
+        t = torch.from_numpy(np.require(_as_index(idx), requirements="W"))
         return self.x[t], self.y[t]
 
     def subset(self, idx: np.ndarray) -> TensorSource:

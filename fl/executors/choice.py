@@ -83,14 +83,15 @@ def choose_executor(cfg: RunPlan, ws: client.Workspace) -> str:
     """The executor "auto" means for `cfg`: "batched" for small models that can be batched;
     "processes" when tasks and the run are long enough to pay for shipping tasks to workers,
     on a host with ≥ 2 cores (and not from inside a worker process, e.g. a sweep's); else
-    "sequential". Any choice gives the same results as "sequential" (batched: to float
-    tolerance)."""
+    "sequential". An asynchronous run pushes one task at a time: only with lazy execution do
+    its tasks reach the pool together. Any choice gives the same results as "sequential"
+    (batched: to float tolerance)."""
     if batchable(ws.model) and ws.train_flops <= BATCHED_MAX_TRAIN_FLOPS:
         return "batched"
     workers = cfg.workers or usable_cores()
     if mp.parent_process() is not None:
         return "sequential"  # a worker already (a sweep's): its siblings use the other cores
-    if cfg.asynchronous:
+    if cfg.asynchronous and not getattr(cfg, "lazy", False):
         return "sequential"  # one task per push after the first: nothing to spread
     per_task, per_run = estimated_client_seconds(cfg, ws)
     if workers >= 2 and per_task >= PROCESSES_MIN_TASK_S and per_run >= PROCESSES_MIN_RUN_S:

@@ -9,7 +9,7 @@ fault wrappers of its nodes and its executor, and the strategy. `fl.experiment.r
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,7 +112,9 @@ def central_evaluator(
     return fn
 
 
-def build_grid(cfg: ExperimentConfig, devices: list[DeviceProfile] | None = None) -> VirtualGrid:
+def build_grid(
+    cfg: ExperimentConfig, devices: Sequence[DeviceProfile] | None = None
+) -> VirtualGrid:
     """The virtual grid for `cfg`: its device population running the project's ClientApp,
     with the config's attack wrapped around the ClientApp of its malicious nodes.
 
@@ -126,13 +128,14 @@ def build_grid(cfg: ExperimentConfig, devices: list[DeviceProfile] | None = None
         evaluation_cost=not cfg.evaluation.free,
         client_app_for=node_apps(cfg),
         executor=make_executor(cfg, node_workspace(cfg)),
+        lazy=cfg.lazy,
     )
 
 
-def experiment_devices(cfg: ExperimentConfig) -> list[DeviceProfile]:
+def experiment_devices(cfg: ExperimentConfig) -> Sequence[DeviceProfile]:
     """The device population of `cfg`'s virtual grid: `make_population`, then, if the attack
     lies ``fast_lane``, permuted so the malicious nodes hold the fastest devices."""
-    devices = make_population(cfg.devices, cfg.num_nodes, cfg.seed)
+    devices: Sequence[DeviceProfile] = make_population(cfg.devices, cfg.num_nodes, cfg.seed)
     if "fast_lane" in cfg.attack.lies:
         devices = fast_lane(devices, malicious_nodes(cfg.attack, cfg.num_nodes, cfg.seed))
     return devices

@@ -81,7 +81,7 @@ class EvalConfig:
         )
 
 
-RUN_ONLY_KEYS = ("executor", "workers")
+RUN_ONLY_KEYS = ("executor", "workers", "lazy")
 """Config keys that say how a run is computed, not what it computes: clients' workspaces are
 shared across them, and a resumed run may change them."""
 
@@ -101,6 +101,7 @@ class ExperimentConfig:
     torch_threads: int = 1  # intra-op threads; small per-client models are fastest on one
     executor: str = "auto"  # how clients run: auto, sequential, batched, processes
     workers: int = 0  # worker processes of the "processes" executor (0: one per core)
+    lazy: bool = True  # train only when a reply is needed, in batches (same results)
     checkpoint_every: int = 0  # save a resumable checkpoint every N rounds / model updates (0: off)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

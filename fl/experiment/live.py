@@ -32,11 +32,13 @@ import time
 from collections.abc import Callable, Iterable
 from itertools import islice
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from fl.experiment.config import ExperimentConfig
 from fl.experiment.progress import UNITS, Pace, ProgressBar
 from fl.experiment.tables import columns_of, csv_text, encode, replace_text
+
+if TYPE_CHECKING:  # the config module imports torch (through the executors)
+    from fl.experiment.config import ExperimentConfig
 
 STATUS_FILE = "status.json"
 ROUNDS_FILE = "rounds.csv"

@@ -9,7 +9,7 @@ Layout (one directory per run):
     summary.json    final accuracy, virtual and wall time, stop reason, time to target accuracy
     model.pt        the final global model (a torch state_dict)
     status.json     the run's state (running, finished, failed, interrupted), position and ETA
-    accuracy_vs_time.png, accuracy_vs_round.png
+    accuracy_vs_time.png, accuracy_vs_round.png   (unless the run was told not to plot)
 
 rounds.csv, messages.csv and status.json are kept current while the run goes
 (`fl.experiment.live`); `write_results` writes the final tables once the run is over.
@@ -101,10 +101,9 @@ def summary(run: RunResult) -> dict[str, Any]:
     return out
 
 
-def write_results(run: RunResult) -> Path:
-    """Write the run's folder (see module docstring) and return its path."""
-    from fl.experiment.plots import plot_runs
-
+def write_results(run: RunResult, *, plots: bool = True) -> Path:
+    """Write the run's folder (see module docstring) and return its path; without `plots`, no
+    PNGs (matplotlib is not even imported; `fl-sim plot` draws them later)."""
     assert run.out_dir is not None
     out = run.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -115,5 +114,8 @@ def write_results(run: RunResult) -> Path:
     write_csv(out / "messages.csv", [vars(o) for o in msgs], MESSAGE_COLUMNS)
     (out / "summary.json").write_text(json.dumps(summary(run), indent=2) + "\n")
     torch.save(run.arrays.to_torch_state_dict(), out / "model.pt")
-    plot_runs([out], out)
+    if plots:
+        from fl.experiment.plots import plot_runs  # matplotlib: ~0.5 s to import
+
+        plot_runs([out], out)
     return out

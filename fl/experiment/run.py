@@ -65,12 +65,14 @@ def run_experiment(
     quiet_flower: bool = True,
     grid: Grid | None = None,
     resume: Checkpoint | None = None,
+    plots: bool = True,
 ) -> RunResult:
     """Run `cfg` on the virtual grid (or on `grid`, e.g. the Grid Flower's engines hand a
     ServerApp: then times are wall-clock seconds); write the results folder if `out_dir` is
     given, and with `cfg.checkpoint_every` > 0 a resumable checkpoint into it every that many
     rounds (asynchronous strategies: model updates). `resume` continues from a checkpoint
-    (see `resume_experiment`).
+    (see `resume_experiment`). `plots` False leaves the PNGs out of the folder (and matplotlib
+    unimported).
 
     While it runs, the folder's rounds.csv, messages.csv and status.json are kept current
     (`fl.experiment.live`), and with `progress` a progress bar goes to stderr. Ctrl-C flushes
@@ -108,7 +110,9 @@ def run_experiment(
         )
         problem = nothing_learnt(run)
         if out_dir is not None:
-            write_results(run)  # the final tables: the same bytes as the live ones', settled
+            write_results(
+                run, plots=plots
+            )  # the final tables: the same bytes as the live ones', settled
             failure = Path(out_dir) / FAILURE_FILE
             failure.unlink(missing_ok=True)
             if problem is not None:  # beside the results: Flower's engines report it from here

@@ -20,7 +20,6 @@ from typing import Any, TextIO
 from fl.experiment.live import ROUNDS_FILE, read_status
 from fl.experiment.progress import Pace, format_duration, position_text, seconds_text
 from fl.experiment.tables import read_complete_rows
-from fl.loops.checkpoint import CHECKPOINT_FILE
 
 FINISHED, FAILED, NOT_RESULTS = 0, 1, 2
 """watch_run's return codes."""
@@ -153,6 +152,8 @@ def _alive(status: dict[str, Any]) -> bool:
 
 def _resume_hint(results: Path, status: dict[str, Any]) -> str:
     """How to go on from where an unfinished run stopped."""
+    from fl.loops.checkpoint import CHECKPOINT_FILE  # imports torch: only for a stopped run
+
     unit = status.get("unit", "round")
     if (results / CHECKPOINT_FILE).is_file():
         at = status.get("last_checkpoint")

@@ -19,17 +19,28 @@ kernels it has no formula for. We therefore count every ``nn.RNNBase`` module an
 with the same matmul-only convention (`rnn_forward_flops`) and replace whatever the counter
 attributed to it (zero today; the replacement keeps the count correct if a future torch
 starts counting part of it).
+
+The project's own models (`LogisticRegression`, `MLP`, `SmallCNN`, `CharLSTM`, exactly those
+classes) are counted analytically from their layer sizes (`analytic_forward_flops`), with the
+same convention and the same result as the counter: running ``FlopCounterMode`` imports
+``torch._dynamo`` (~1.5 s). Any other model, or an input one of ours cannot take, is measured
+with the counter (`measured_forward_flops`).
 """
 
 from __future__ import annotations
 
+import math
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
-from torch.utils.flop_counter import FlopCounterMode
+
+from fl.models.cnn import SmallCNN
+from fl.models.linear import MLP, LogisticRegression
+from fl.models.lstm import CharLSTM
 
 TRAIN_FLOPS_MULTIPLIER = 3.0
 """Training cost per example relative to a forward pass: forward + backward, with the
@@ -37,6 +48,10 @@ backward pass ~2x the forward (gradients w.r.t. activations and w.r.t. weights).
 convention of FedScale's cost model and of the usual "6·N FLOPs per token" rule."""
 
 _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+
+_ELEMENTWISE = (nn.ReLU, nn.Dropout, nn.Identity)
+"""Layers that cost no counted FLOPs and keep the shape."""
+_TOKEN_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 _cache: dict[tuple[Any, ...], float] = {}
 _cache_lock = threading.Lock()
@@ -90,8 +105,136 @@ def _signature(model: nn.Module) -> tuple[Any, ...]:
     return (cls.__module__, cls.__qualname__, repr(model), shapes)
 
 
+def _pool_side(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil: bool) -> int:
+    """Output length of one spatial side of a max-pooling (PyTorch's formula)."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (-(-span // stride) if ceil else span // stride) + 1
+    if ceil and (out - 1) * stride >= size + padding:  # the last window must start inside
+        out -= 1
+    return out
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def _layers_flops(
+    layers: Iterable[nn.Module], shape: tuple[int, ...]
+) -> tuple[float, tuple[int, ...]] | None:
+    """FLOPs and per-example output shape of `layers` on a per-example input `shape`, for
+    sequences of Linear, Conv2d, MaxPool2d, Flatten and elementwise layers (None otherwise)."""
+    flops = 0.0
+    for layer in layers:
+        if type(layer) in _ELEMENTWISE:
+            continue
+        if type(layer) is nn.Linear:
+            if len(shape) != 1 or shape[0] != layer.in_features:
+                return None
+            flops += 2 * layer.in_features * layer.out_features
+            shape = (layer.out_features,)
+        elif type(layer) is nn.Flatten and layer.start_dim == 1 and layer.end_dim == -1:
+            shape = (math.prod(shape),)
+        elif type(layer) is nn.Conv2d and layer.padding_mode == "zeros":
+            if len(shape) != 3 or shape[0] != layer.in_channels or isinstance(layer.padding, str):
+                return None
+            (kh, kw), (sh, sw) = _pair(layer.kernel_size), _pair(layer.stride)
+            (ph, pw), (dh, dw) = _pair(layer.padding), _pair(layer.dilation)
+            h = (shape[1] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+            w = (shape[2] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+            if h < 1 or w < 1:
+                return None
+            per_output = 2 * (layer.in_channels // layer.groups) * kh * kw
+            flops += per_output * layer.out_channels * h * w
+            shape = (layer.out_channels, h, w)
+        elif type(layer) is nn.MaxPool2d and not layer.return_indices:
+            if len(shape) != 3:
+                return None
+            k, st = _pair(layer.kernel_size), _pair(layer.stride or layer.kernel_size)
+            pad, dil = _pair(layer.padding), _pair(layer.dilation)
+            if pad[0] > k[0] // 2 or pad[1] > k[1] // 2:
+                return None
+            h, w = (
+                _pool_side(shape[1 + i], k[i], st[i], pad[i], dil[i], layer.ceil_mode)
+                for i in range(2)
+            )
+            if h < 1 or w < 1:
+                return None
+            shape = (shape[0], h, w)
+        else:
+            return None
+    return flops, shape
+
+
+def analytic_forward_flops(
+    model: nn.Module, input_shape: tuple[int, ...], input_dtype: torch.dtype | None = None
+) -> float | None:
+    """Forward FLOPs per example of one of the project's models, from its layer sizes.
+
+    The same number `measured_forward_flops` counts (the convention of the module docstring),
+    without running the model. None if `model` is not exactly one of `LogisticRegression`,
+    `MLP`, `SmallCNN`, `CharLSTM` (a subclass may override ``forward``), or if it could not
+    take a ``(1, *input_shape)`` input of `input_dtype` (then the measurement reports the
+    problem).
+    """
+    shape = tuple(int(s) for s in input_shape)
+    total: float
+    if type(model) is LogisticRegression or type(model) is MLP:
+        layers = (model.fc,) if isinstance(model, LogisticRegression) else model.net
+        counted = _layers_flops(layers, (math.prod(shape),))
+        if counted is None:
+            return None
+        total = counted[0]
+    elif type(model) is SmallCNN:
+        image = tuple(model.image_shape)
+        if math.prod(shape) != math.prod(image):
+            return None
+        features = _layers_flops(model.features, image)
+        if features is None:
+            return None
+        head = _layers_flops(model.classifier, features[1])
+        if head is None:
+            return None
+        total = features[0] + head[0]
+    elif type(model) is CharLSTM:
+        dtype = input_dtype if input_dtype is not None else model.input_dtype
+        emb, lstm, fc = model.embedding, model.lstm, model.fc
+        h_out = (getattr(lstm, "proj_size", 0) or lstm.hidden_size) * (
+            2 if lstm.bidirectional else 1
+        )
+        if (
+            len(shape) != 1
+            or dtype not in _TOKEN_DTYPES
+            or type(emb) is not nn.Embedding
+            or type(lstm) is not nn.LSTM
+            or not lstm.batch_first
+            or lstm.input_size != emb.embedding_dim
+            or type(model.dropout) not in _ELEMENTWISE
+            or type(fc) is not nn.Linear
+            or fc.in_features != h_out
+        ):
+            return None
+        total = rnn_forward_flops(lstm, shape[0]) + 2 * fc.in_features * fc.out_features
+    else:
+        return None
+    return float(total)
+
+
+def measured_forward_flops(
+    model: nn.Module, input_shape: tuple[int, ...], input_dtype: torch.dtype | None = None
+) -> float:
+    """Forward FLOPs per example counted by running one batch-of-1 forward pass of zeros under
+    ``FlopCounterMode`` (in eval mode, without gradients), recurrent layers counted
+    analytically (`rnn_forward_flops`). Not cached; see `forward_flops_per_example`."""
+    shape = tuple(int(s) for s in input_shape)
+    dtype = input_dtype if input_dtype is not None else getattr(model, "input_dtype", torch.float32)
+    return _measure(model, shape, dtype)
+
+
 def _measure(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype) -> float:
     """Run one batch-of-1 forward pass under `FlopCounterMode` and add analytic RNN FLOPs."""
+    # Imported here: running the counter imports torch._dynamo, which takes ~1.5 s.
+    from torch.utils.flop_counter import FlopCounterMode
+
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     x = torch.zeros((1, *input_shape), dtype=dtype, device=device)
@@ -134,9 +277,11 @@ def forward_flops_per_example(
 ) -> float:
     """Forward-pass FLOPs for one example of shape `input_shape` (see module docstring).
 
-    Measured once per (architecture signature, input shape, dtype) with a batch of 1 of
-    zeros, in eval mode and without gradients, then cached. The model's parameters, RNG
-    state and train/eval flags are left untouched.
+    The project's own models are counted from their layer sizes (`analytic_forward_flops`);
+    any other model is measured once per (architecture signature, input shape, dtype) with a
+    batch of 1 of zeros, in eval mode and without gradients (`measured_forward_flops`). Either
+    way the count is cached. The model's parameters, RNG state and train/eval flags are left
+    untouched.
 
     Args:
         model: any ``nn.Module`` taking a ``(B, *input_shape)`` tensor.
@@ -156,7 +301,8 @@ def forward_flops_per_example(
         cached = _cache.get(key)
     if cached is not None:
         return cached
-    flops = _measure(model, shape, dtype)
+    analytic = analytic_forward_flops(model, shape, dtype)
+    flops = analytic if analytic is not None else _measure(model, shape, dtype)
     if flops <= 0:
         raise ValueError(
             f"counted {flops} forward FLOPs for {type(model).__name__} on input_shape={shape}"

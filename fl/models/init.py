@@ -69,7 +69,10 @@ def materialise_and_init(model: nn.Module, seed: int, device: str = "cpu") -> nn
         TypeError: if the model has a parameterised module we have no initialiser for
             (rather than silently leaving uninitialised memory in it).
     """
-    model.to_empty(device=device)
+    # `Module.to_empty` without its ``torch.empty_like``: on meta tensors that runs a Python
+    # reference implementation importing torch.fx.experimental.symbolic_shapes (and sympy,
+    # ~0.5 s). The storage is overwritten below, so only shape, strides and dtype matter.
+    model._apply(lambda t: torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device=device))
     gen = torch.Generator(device=device).manual_seed(seed)
     done: set[int] = set()
     with torch.no_grad():

@@ -11,12 +11,15 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable
+from typing import TypeVar
 
 import numpy as np
-from flwr.app import ArrayRecord, Message
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from fl.protocol import keys
+from fl.protocol import keys, records, stack
 from fl.protocol.payload import decode
+
+R = TypeVar("R", ArrayRecord, MetricRecord, ConfigRecord)
 
 
 def reply_problem(
@@ -24,10 +27,25 @@ def reply_problem(
 ) -> str | None:
     """Why `reply` must not be aggregated (None if it is fine). `reference` is the model the
     server sent; None skips the array checks (evaluate replies)."""
+    problem = _metric_problem(reply, weighted_by_key)
+    if problem is not None or reply.has_error() or reference is None:
+        return problem
+    arrays = _records(reply.content, ArrayRecord)
+    if len(arrays) != 1:
+        return f"expected one ArrayRecord, got {len(arrays)}"
+    return _array_problem(arrays[0], reference)
+
+
+def _records(content: RecordDict, kind: type[R]) -> list[R]:
+    """The records of one type in `content`, in order (`content.<kind>_records.values()`,
+    without building Flower's synced view)."""
+    return [r for r in content.values() if isinstance(r, kind)]
+
+
+def _metric_problem(reply: Message, weighted_by_key: str) -> str | None:
     if reply.has_error():
         return None  # error replies are failures, counted by the strategy as such
-    content = reply.content
-    metrics = list(content.metric_records.values())
+    metrics = _records(reply.content, MetricRecord)
     if len(metrics) != 1:
         return f"expected one MetricRecord, got {len(metrics)}"
     if weighted_by_key not in metrics[0]:
@@ -40,12 +58,10 @@ def reply_problem(
         not isinstance(work, int | float) or not math.isfinite(float(work)) or float(work) < 0
     ):
         return f"work-flops = {work!r} is not a finite number ≥ 0"
-    if reference is None:
-        return None
-    arrays = list(content.array_records.values())
-    if len(arrays) != 1:
-        return f"expected one ArrayRecord, got {len(arrays)}"
-    rec = arrays[0]
+    return None
+
+
+def _array_problem(rec: ArrayRecord, reference: ArrayRecord) -> str | None:
     missing = set(reference) - set(rec)
     extra = set(rec) - set(reference)
     if missing or extra:
@@ -68,6 +84,45 @@ def reply_problem(
     return None
 
 
+def _problems(
+    replies: list[Message], reference: ArrayRecord | None, weighted_by_key: str
+) -> list[str | None]:
+    """`reply_problem` of every reply. The models of the replies whose arrays match the
+    reference exactly (names, shapes, dtypes, plain .npy payloads) are decoded together into
+    one stack (`fl.protocol.stack`, which strategies then read) and checked for NaN/Inf in
+    one pass; any other reply is checked on its own, with the same outcome either way."""
+    problems: list[str | None] = []
+    fast: list[tuple[int, ArrayRecord]] = []
+    lay = stack.layout_key(reference) if reference is not None else None
+    use_stack = records.fast() and lay is not None and stack.floating_dtype(lay) is not None
+    for i, reply in enumerate(replies):
+        problem = _metric_problem(reply, weighted_by_key)
+        if problem is None and not reply.has_error() and reference is not None:
+            arrays = _records(reply.content, ArrayRecord)
+            if len(arrays) != 1:
+                problem = f"expected one ArrayRecord, got {len(arrays)}"
+            elif use_stack and stack.readable(arrays[0], lay):  # type: ignore[arg-type]
+                fast.append((i, arrays[0]))
+            else:
+                problem = _array_problem(arrays[0], reference)
+        problems.append(problem)
+    if fast:
+        assert lay is not None
+        latest = stack.latest()
+        recs = [rec for _, rec in fast]
+        values = stack.rows_for(recs, lay) if latest is not None else None
+        if values is None:
+            values = stack.build(recs, lay).values
+        finite = np.isfinite(values).all(axis=1)
+        if not finite.all():
+            segments = stack.float_segments(lay)
+            for (i, _), ok, row in zip(fast, finite, values, strict=True):
+                if not ok:
+                    bad = next(n for n, a, b in segments if not np.isfinite(row[a:b]).all())
+                    problems[i] = f"array {bad!r} has NaN or Inf values"
+    return problems
+
+
 def split_replies(
     replies: Iterable[Message],
     reference: ArrayRecord | None,
@@ -80,10 +135,10 @@ def split_replies(
     replies whose layout differs from the most common one (ties: the first seen) are rejected
     rather than allowed to stop the run.
     """
+    replies = list(replies)
     keep: list[Message] = []
     rejected: dict[int, str] = {}
-    for reply in replies:
-        problem = reply_problem(reply, reference, weighted_by_key)
+    for reply, problem in zip(replies, _problems(replies, reference, weighted_by_key), strict=True):
         if problem is None:
             keep.append(reply)
         else:
@@ -109,5 +164,6 @@ def _layout(reply: Message) -> tuple[tuple[str, ...], str, tuple[str, ...]] | No
     if reply.has_error():
         return None
     content = reply.content
-    ((metric_name, metrics),) = content.metric_records.items()
-    return tuple(content.array_records), metric_name, tuple(sorted(metrics))
+    ((metric_name, metrics),) = [(k, r) for k, r in content.items() if isinstance(r, MetricRecord)]
+    names = tuple(k for k, r in content.items() if isinstance(r, ArrayRecord))
+    return names, metric_name, tuple(sorted(metrics))

@@ -14,6 +14,11 @@ Models:
   default), the process is stationary, so "the fraction of devices online" is the same at time 0 as
   after a long run. No real availability trace is obtainable offline (FedScale's and FLASH's traces
   are too large to ship), so the two means are parameters.
+
+:class:`PopulationAvailability` answers the grid's two questions for a whole population at once
+(an online mask at ``t``; the next time at least ``k`` nodes are online), from arrays of states
+and next change times: O(1) numpy for always-on populations, and for on/off ones only the nodes
+whose state changed since the last query are asked again.
 """
 
 from __future__ import annotations
@@ -22,13 +27,21 @@ import heapq
 import math
 from array import array
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["DEFAULT_HORIZON_S", "AlwaysOn", "Availability", "OnOff", "next_time_online_count"]
+__all__ = [
+    "DEFAULT_HORIZON_S",
+    "AlwaysOn",
+    "Availability",
+    "OnOff",
+    "OnOffNodes",
+    "PopulationAvailability",
+    "next_time_online_count",
+]
 
 #: How far ahead :func:`next_time_online_count` looks before giving up (one week of virtual time).
 DEFAULT_HORIZON_S = 7 * 24 * 3600.0
@@ -263,3 +276,162 @@ def next_time_online_count(
         if count >= k:
             return now
     return math.inf
+
+
+# --------------------------------------------------------------------------------------------------
+# All nodes at once.
+# --------------------------------------------------------------------------------------------------
+
+
+class OnOffNodes:
+    """Node ``i`` ↦ ``OnOff(mean_on, mean_off, seed=(seed, i))`` (a picklable factory)."""
+
+    __slots__ = ("mean_off", "mean_on", "seed")
+
+    def __init__(self, mean_on: float, mean_off: float, seed: int) -> None:
+        self.mean_on, self.mean_off, self.seed = mean_on, mean_off, int(seed)
+
+    def __call__(self, node: int) -> OnOff:
+        return OnOff(self.mean_on, self.mean_off, seed=(self.seed, int(node)))
+
+    def __getstate__(self) -> tuple[float, float, int]:
+        return (self.mean_on, self.mean_off, self.seed)
+
+    def __setstate__(self, state: tuple[float, float, int]) -> None:
+        self.mean_on, self.mean_off, self.seed = state
+
+
+class PopulationAvailability:
+    """The availability of ``N`` nodes, queried for all of them at once.
+
+    Either every node is :class:`AlwaysOn` (``node_of=None``: online masks and counts are O(1)
+    numpy calls, no per-node object exists), or node ``i``'s model is ``node_of(i)`` (a list's
+    ``__getitem__``, or :class:`OnOffNodes`). Then the state of every node at the last queried
+    time and its next change are kept in two arrays; a later query re-asks only the nodes whose
+    next change has passed (an earlier one recomputes all). Models built by a factory are not
+    kept (a fresh ``OnOff`` gives the same answers: they depend on the seed only), except those
+    handed out by :meth:`node` — a contacted device keeps one availability object.
+    """
+
+    def __init__(
+        self, n: int, node_of: Callable[[int], Availability] | None = None, *, keep: bool = False
+    ) -> None:
+        self._n = int(n)
+        self._node_of = node_of
+        self._keep = keep  # node_of returns stored objects (a list): no need to cache them
+        self._objects: dict[int, Availability] = {}
+        self._t = -math.inf
+        self._state: np.ndarray | None = None
+        self._next: np.ndarray | None = None
+
+    @classmethod
+    def always(cls, n: int) -> PopulationAvailability:
+        """``n`` always-on nodes."""
+        return cls(n)
+
+    @classmethod
+    def of(cls, avails: Sequence[Availability]) -> PopulationAvailability:
+        """The nodes of a list of models (all-AlwaysOn lists take the array fast path)."""
+        avails = list(avails)
+        if all(type(a) is AlwaysOn for a in avails):
+            return cls(len(avails))
+        return cls(len(avails), avails.__getitem__, keep=True)
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def always_on(self) -> bool:
+        """Whether every node is always online."""
+        return self._node_of is None
+
+    def node(self, i: int) -> Availability:
+        """Node ``i``'s model (the same object on every call)."""
+        if self._node_of is None:
+            return _ALWAYS
+        if self._keep:
+            return self._node_of(i)
+        model = self._objects.get(i)
+        if model is None:
+            model = self._objects[i] = self._node_of(i)
+        return model
+
+    def _model(self, i: int) -> Availability:
+        assert self._node_of is not None
+        return self._objects.get(i) or self._node_of(i)
+
+    def _refresh(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """States at ``t`` and next change times of every node (kept for the next query)."""
+        if self._state is None or self._next is None or t < self._t:
+            state = np.empty(self._n, dtype=bool)
+            nxt = np.empty(self._n, dtype=np.float64)
+            stale: Iterable[int] = range(self._n)
+        else:
+            state, nxt = self._state, self._next
+            stale = np.flatnonzero(nxt <= t).tolist()
+        for i in stale:
+            state[i], nxt[i] = _state_and_next(self._model(i), t)
+        self._t, self._state, self._next = t, state, nxt
+        return state, nxt
+
+    def online_mask(self, t: float) -> np.ndarray:
+        """Which nodes are online at ``t`` (a new boolean array)."""
+        t = _check_time(t)
+        if self._node_of is None:
+            return np.ones(self._n, dtype=bool)
+        return self._refresh(t)[0].copy()
+
+    def online_indices(self, t: float) -> np.ndarray:
+        """Indices of the nodes online at ``t``, ascending (int64)."""
+        t = _check_time(t)
+        if self._node_of is None:
+            return np.arange(self._n, dtype=np.int64)
+        return np.flatnonzero(self._refresh(t)[0]).astype(np.int64)
+
+    def next_time_online_count(
+        self, t: float, k: int, *, horizon: float = DEFAULT_HORIZON_S
+    ) -> float:
+        """What :func:`next_time_online_count` returns for these nodes (same sweep, same
+        answer), starting from the state arrays instead of asking every node again."""
+        t = _check_time(t)
+        if k <= 0:
+            return t
+        if k > self._n:
+            return math.inf
+        if self._node_of is None:
+            return t
+        states, nxt = self._refresh(t)
+        count = int(states.sum())
+        if count >= k:
+            return t
+        states = states.copy()
+        models: dict[int, Availability] = {}  # the sweep's models, built once per node
+        finite = np.flatnonzero(np.isfinite(nxt))
+        heap = list(zip(nxt[finite].tolist(), finite.tolist(), strict=True))
+        heapq.heapify(heap)
+        end = t + horizon
+        while heap and heap[0][0] <= end:
+            now = heap[0][0]
+            while heap and heap[0][0] == now:  # apply every change at this instant first
+                i = heap[0][1]
+                model = models.get(i)
+                if model is None:
+                    model = models[i] = self._model(i)
+                state, following = _state_and_next(model, now)
+                count += int(state) - int(states[i])
+                states[i] = state
+                if following <= now:
+                    raise RuntimeError(
+                        f"availability of device {i} broke its contract: next_change({now!r}) "
+                        f"returned {following!r}, not a later time"
+                    )
+                if following < math.inf:
+                    heapq.heapreplace(heap, (following, i))
+                else:
+                    heapq.heappop(heap)
+            if count >= k:
+                return now
+        return math.inf
+
+
+_ALWAYS = AlwaysOn()

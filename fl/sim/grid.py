@@ -27,6 +27,7 @@ from flwr.app import (
     Context,
     Error,
     Message,
+    MetricRecord,
     RecordDict,
 )
 from flwr.common.constant import ErrorCode
@@ -44,10 +45,11 @@ from fl.protocol.flower_internals import (
     set_task_identity,
     unavailable_reply,
 )
-from fl.sim.availability import next_time_online_count
+from fl.protocol.planned import PlannedWork
 from fl.sim.devices import DeviceProfile
+from fl.sim.fleet import as_population
 from fl.sim.mailbox import Mailbox
-from fl.sim.messages import copy_recorddict, payload_bytes, reported_work
+from fl.sim.messages import copy_recorddict, payload_bytes, reported_work, shared_copy
 from fl.sim.outcomes import (
     DEADLINE,
     LOST_OFFLINE,
@@ -56,7 +58,7 @@ from fl.sim.outcomes import (
     Exchange,
     MessageOutcome,
 )
-from fl.sim.timing import time_reply
+from fl.sim.timing import ReplyTiming, time_reply
 
 FIRST_NODE_ID = 1001  # node ids must differ from SUPERLINK_NODE_ID (1)
 
@@ -90,6 +92,11 @@ class VirtualGrid(Grid):
     executor:
         Runs the ClientApps of each push (default: one after another, in this process; see
         `fl.executors` for the batched and multi-process ones). Not saved in checkpoints.
+    lazy:
+        Defer the tasks of ClientApps that plan their work (`planned_work`, see
+        `fl.protocol.planned`) until a reply is needed, then run every deferred task together:
+        the same results as running them at push time (False), in batches of about the
+        concurrency in asynchronous runs. Deferred tasks are part of checkpoints.
     """
 
     def __init__(
@@ -105,12 +112,14 @@ class VirtualGrid(Grid):
         client_app_for: Callable[[int], Callable[[Message, Context], Message] | None] | None = None,
         recent_honest: int = 32,
         executor: Executor | None = None,
+        lazy: bool = True,
     ) -> None:
         if not devices:
             raise ValueError("devices: a VirtualGrid needs at least one node")
         self._client_app = client_app
         self._client_app_for = client_app_for
-        self.devices = list(devices)
+        # A DevicePopulation (arrays; a DeviceProfile per contacted node) or a wrapped list.
+        self.devices = as_population(devices)
         self.num_nodes = len(self.devices)
         self.seed = int(seed)
         self.evaluation_cost = evaluation_cost
@@ -128,6 +137,9 @@ class VirtualGrid(Grid):
         self._bytes_cache: tuple[RecordDict | None, int] = (None, 0)
         self._recent_honest: deque[tuple[Message, Message]] = deque(maxlen=recent_honest)
         self.executor: Executor = executor or SequentialExecutor()
+        self.lazy = bool(lazy)
+        self._deferred: list[_Deferred] = []  # planned tasks not run yet, in dispatch order
+        self.deferred_batches: list[int] = []  # sizes of the deferred batches run (reports)
         self.activate()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -183,13 +195,13 @@ class VirtualGrid(Grid):
 
     def all_node_ids(self) -> list[int]:
         """Every node id, online or not."""
-        return [FIRST_NODE_ID + i for i in range(self.num_nodes)]
+        return list(range(FIRST_NODE_ID, FIRST_NODE_ID + self.num_nodes))
 
     def get_node_ids(self) -> list[int]:
-        """Ids of the nodes online at the current virtual time (offline ones get no work)."""
-        return [
-            FIRST_NODE_ID + i for i, d in enumerate(self.devices) if d.availability.online(self.now)
-        ]
+        """Ids of the nodes online at the current virtual time (offline ones get no work).
+
+        One vectorised availability query over the population (no per-device Python loop)."""
+        return self.devices.online_ids(self.now, FIRST_NODE_ID)
 
     def context(self, node_id: int) -> Context:
         """The node's persistent Context (created on first use: 10 000 nodes stay cheap)."""
@@ -202,7 +214,7 @@ class VirtualGrid(Grid):
                 node_config={
                     keys.PARTITION_ID: idx,
                     keys.NUM_PARTITIONS: self.num_nodes,
-                    **{f"device.{k}": v for k, v in self.devices[idx].features.items()},
+                    **{f"device.{k}": v for k, v in self.devices.feature_dict(idx).items()},
                 },
                 state=RecordDict(),
                 run_config=dict(self._run_config),
@@ -228,7 +240,7 @@ class VirtualGrid(Grid):
         Flower's `sample_nodes` sleeps on the wall clock while too few nodes are connected;
         a server loop on this grid calls this first, so the wait passes in virtual time.
         """
-        t = next_time_online_count([d.availability for d in self.devices], self.now, k)
+        t = self.devices.next_time_online_count(self.now, k)
         if not math.isfinite(t):
             return False
         self.advance_to(t)
@@ -256,32 +268,29 @@ class VirtualGrid(Grid):
                 raise ValueError(f"Invalid message: ttl = {ttl!r} must be > 0")
             self.node_index(int(msg.metadata.dst_node_id))
         ids: list[str] = [""] * len(messages)
-        deferred: list[int] = []
+        byzantine: list[int] = []
         direct: list[int] = []
         for pos, msg in enumerate(messages):
             app = self._app_for(int(msg.metadata.dst_node_id))
-            (deferred if getattr(app, "omniscient", False) else direct).append(pos)
-        for pos, mid in zip(direct, self._push_batch([messages[p] for p in direct]), strict=True):
+            (byzantine if getattr(app, "omniscient", False) else direct).append(pos)
+        batch = [messages[p] for p in direct]
+        for pos, mid in zip(direct, self._push_batch(batch, honest=True), strict=True):
             ids[pos] = mid
+        if byzantine:
+            self.run_deferred()  # an omniscient attacker sees the honest replies themselves
         honest = [pair for pos in direct if (pair := self._honest_pair(ids[pos])) is not None]
-        self._recent_honest.extend(honest)
-        for pos in deferred:
+        for pos in byzantine:
             app = self._app_for(int(messages[pos].metadata.dst_node_id))
             app.observe(  # type: ignore[attr-defined]
-                honest or list(self._recent_honest), num_byzantine=len(deferred)
+                honest or list(self._recent_honest), num_byzantine=len(byzantine)
             )
-            ids[pos] = self._push_batch([messages[pos]])[0]
+            ids[pos] = self._push_batch([messages[pos]], honest=False)[0]
         return ids
 
     def _honest_pair(self, msg_id: str) -> tuple[Message, Message] | None:
         """(instruction, reply) of an honest training task that produced a model."""
         ins = self.mailbox.instructions.get(msg_id)
-        reply = self.mailbox.replies.get(msg_id)
-        if ins is None or reply is None or reply.has_error():
-            return None
-        if not ins.metadata.message_type.startswith("train"):
-            return None
-        return ins, reply
+        return None if ins is None else _training_pair(ins, self.mailbox.replies.get(msg_id))
 
     def _app_for(self, node_id: int) -> Callable[[Message, Context], Message]:
         if self._client_app_for is not None:
@@ -304,37 +313,136 @@ class VirtualGrid(Grid):
         self._ids += 1
         return f"{prefix}{self._run.run_id}-{self._ids}"
 
-    def _push_batch(self, messages: list[Message]) -> list[str]:
-        """Dispatch `messages` (ids, outcomes, availability at send time), run the ClientApps
-        of those whose device is online through the executor, then schedule each reply."""
+    def _push_batch(self, messages: list[Message], *, honest: bool) -> list[str]:
+        """Dispatch `messages` (ids, outcomes, availability at send time), then either defer
+        them (every online one planned its work: their replies are timed and scheduled now,
+        the ClientApps run later) or run the ClientApps now through the executor — after any
+        task deferred before, so each node's tasks run in the order they were pushed — and
+        schedule each reply. `honest` replies are what an omniscient attacker may observe."""
         dispatched = [self._dispatch(msg) for msg in messages]
         runnable = [d for d in dispatched if d.online]
-        if runnable:
+        plans = [self._plan(d) for d in runnable] if self.lazy else []
+        if runnable and plans and all(p is not None for p in plans):
+            memo: dict[int, tuple[RecordDict, RecordDict]] = {}  # one snapshot per content
+            for d, plan in zip(runnable, plans, strict=True):
+                assert plan is not None
+                self._defer(d, plan, honest, memo)
+        elif runnable:
+            self.run_deferred()
             tasks = [self._task(d) for d in runnable]
-            t0 = time.perf_counter()  # wall time of the simulation itself, beside virtual
-            try:
-                replies = self.executor.run(tasks)
-            finally:
-                self.client_wall_s += time.perf_counter() - t0
-            if len(replies) != len(tasks):
-                raise RuntimeError(
-                    f"executor {self.executor!r} returned {len(replies)} replies "
-                    f"for {len(tasks)} tasks"
-                )
-            for d, reply in zip(runnable, replies, strict=True):
-                if not isinstance(reply, Message):
-                    raise RuntimeError(f"executor {self.executor!r} returned {reply!r}")
+            for d, reply in zip(runnable, self._execute(tasks), strict=True):
                 self._settle(d, reply)
+            if honest:
+                for d in runnable:
+                    pair = _training_pair(d.msg, self.mailbox.replies.get(d.outcome.message_id))
+                    if pair is not None:
+                        self._recent_honest.append(pair)
         return [d.outcome.message_id for d in dispatched]
 
-    def _task(self, d: _Dispatch) -> ClientTask:
+    def _execute(self, tasks: list[ClientTask]) -> list[Message]:
+        """Run `tasks` through the executor: one reply per task, in task order."""
+        t0 = time.perf_counter()  # wall time of the simulation itself, beside virtual
+        try:
+            replies = self.executor.run(tasks)
+        finally:
+            self.client_wall_s += time.perf_counter() - t0
+        if len(replies) != len(tasks):
+            raise RuntimeError(
+                f"executor {self.executor!r} returned {len(replies)} replies for {len(tasks)} tasks"
+            )
+        for reply in replies:
+            if not isinstance(reply, Message):
+                raise RuntimeError(f"executor {self.executor!r} returned {reply!r}")
+        return replies
+
+    def _plan(self, d: _Dispatch) -> PlannedWork | None:
+        """The work the node's ClientApp declares for this message (None: run it now)."""
+        planner = getattr(self._app_for(d.outcome.node_id), "planned_work", None)
+        if planner is None:
+            return None
+        plan = planner(d.msg, self.context(d.outcome.node_id))
+        return plan if isinstance(plan, PlannedWork) else None
+
+    def _defer(
+        self,
+        d: _Dispatch,
+        plan: PlannedWork,
+        honest: bool,
+        memo: dict[int, tuple[RecordDict, RecordDict]],
+    ) -> None:
+        """Time and schedule the reply `plan` describes; keep the task to run later (on a
+        snapshot of the content: the strategy may reuse its records after the push)."""
+        task = self._task(d, snapshot=memo)
+        t = self._time(d, plan.up_bytes, plan.work_flops, is_error=False)
+        self._deferred.append(_Deferred(task, d, plan, t.compute, honest, t.lost is not None))
+        if t.lost is not None:
+            self._lose(d.msg, d.outcome, t.lost[0], t.lost[1], d.reply_id)
+        else:
+            d.outcome.status = PENDING
+            self.mailbox.schedule(d.outcome, _NOT_RUN, t.finish)
+
+    @property
+    def deferred(self) -> int:
+        """How many tasks are deferred (planned, scheduled, not run yet)."""
+        return len(self._deferred)
+
+    def run_deferred(self) -> None:
+        """Run every deferred task now, together, in dispatch order; check each reply against
+        its plan and put it in the mailbox. A reply that differs from its plan (an error, other
+        work or size) stops the run: its arrival time was wrong."""
+        if not self._deferred:
+            return
+        batch, self._deferred = self._deferred, []
+        self.deferred_batches.append(len(batch))
+        replies = self._execute([x.task for x in batch])
+        for x, reply in zip(batch, replies, strict=True):
+            self._check_plan(x, reply)
+            d = x.dispatch
+            mid = d.outcome.message_id
+            for rec in reply.content.values():
+                if isinstance(rec, MetricRecord) and keys.COMPUTE_S in rec:
+                    rec[keys.COMPUTE_S] = x.compute_s
+            if x.lost:
+                continue
+            if x.honest and (pair := _training_pair(d.msg, reply)) is not None:
+                self._recent_honest.append(pair)
+            if self.mailbox.replies.get(mid) is _NOT_RUN:
+                arrives = d.outcome.arrives_at
+                set_message_id(reply, d.reply_id)
+                reply.metadata.created_at = arrives
+                reply.metadata.ttl = max(0.0, d.msg.metadata.ttl - (arrives - d.outcome.sent_at))
+                self.mailbox.replies[mid] = reply
+
+    def _check_plan(self, x: _Deferred, reply: Message) -> None:
+        node = x.dispatch.outcome.node_id
+        if reply.has_error():
+            reason = (reply.error.reason or "").splitlines()[0]
+            raise RuntimeError(
+                f"node {node}: a deferred task failed after planning its work ({reason}); its "
+                "reply was already scheduled. Run with lazy = false to see it as a client error"
+            )
+        work = reported_work(reply, self.fallback_flops_per_example)
+        up = payload_bytes(reply.content)
+        if work != x.plan.work_flops or up != x.plan.up_bytes:
+            raise RuntimeError(
+                f"node {node}: a deferred task reported {work} FLOPs and {up} bytes, but planned "
+                f"{x.plan.work_flops} and {x.plan.up_bytes}: its ClientApp's planned_work is wrong"
+            )
+
+    def _task(
+        self, d: _Dispatch, *, snapshot: dict[int, tuple[RecordDict, RecordDict]] | None = None
+    ) -> ClientTask:
         """The ClientApp call for a dispatched message, on a private copy of its content — or
         on the shared content itself for apps that declare `reads_only` (they never modify
-        the message they are given, so every node may read the same records)."""
+        the message they are given, so every node may read the same records). With a
+        `snapshot` memo (a deferred task) such apps share one copy per content object."""
         app = self._app_for(d.outcome.node_id)
         content = d.msg.content
-        if not getattr(app, "reads_only", False):
+        reads_only = getattr(app, "reads_only", False)
+        if not reads_only:
             content = copy_recorddict(content)
+        elif snapshot is not None:
+            content = shared_copy(content, snapshot)
         return ClientTask(
             message=make_message(metadata=copy.copy(d.msg.metadata), content=content),
             context=self.context(d.outcome.node_id),
@@ -370,39 +478,43 @@ class VirtualGrid(Grid):
             self._lose(msg, outcome, LOST_OFFLINE, "device offline at dispatch", reply_id)
         return _Dispatch(msg, outcome, rng, reply_id, online)
 
-    def _settle(self, d: _Dispatch, reply: Message) -> None:
-        """Time the reply of a dispatched message on its device, then schedule or lose it."""
-        msg, outcome, rng = d.msg, d.outcome, d.rng
+    def _time(self, d: _Dispatch, up: int, work: float, *, is_error: bool) -> ReplyTiming:
+        """Time the reply of a dispatched message on its device (its outcome records it)."""
+        msg, outcome = d.msg, d.outcome
         device = self.devices[self.node_index(outcome.node_id)]
-        sent_at = outcome.sent_at
         down = self._message_bytes(msg.content)
-        up = payload_bytes(reply.content) if not reply.has_error() else 0
         is_eval = msg.metadata.message_type.startswith(keys.EVALUATE)
-        if reply.has_error():
-            work = 0.0
-            outcome.error = reply.error.reason or ""
-        else:
-            work = reported_work(reply, self.fallback_flops_per_example)
         t = time_reply(
             device,
             down,
             up,
             work,
-            rng,
-            sent_at=sent_at,
+            d.rng,
+            sent_at=outcome.sent_at,
             ttl=float(msg.metadata.ttl),
-            is_error=reply.has_error(),
+            is_error=is_error,
             free=is_eval and not self.evaluation_cost,
             can_fail=not is_eval,
         )
         outcome.download_s, outcome.compute_s, outcome.upload_s = t.download, t.compute, t.upload
-        if not reply.has_error():
-            for rec in reply.content.metric_records.values():
-                if keys.COMPUTE_S in rec:
-                    rec[keys.COMPUTE_S] = t.compute
         outcome.down_bytes, outcome.up_bytes, outcome.work_flops = down, up, work
+        msg.metadata.created_at = outcome.sent_at
+        return t
+
+    def _settle(self, d: _Dispatch, reply: Message) -> None:
+        """Time the reply of a dispatched message on its device, then schedule or lose it."""
+        msg, outcome = d.msg, d.outcome
+        sent_at = outcome.sent_at
+        if reply.has_error():
+            outcome.error = reply.error.reason or ""
+            t = self._time(d, 0, 0.0, is_error=True)
+        else:
+            work = reported_work(reply, self.fallback_flops_per_example)
+            t = self._time(d, payload_bytes(reply.content), work, is_error=False)
+            for rec in reply.content.values():
+                if isinstance(rec, MetricRecord) and keys.COMPUTE_S in rec:
+                    rec[keys.COMPUTE_S] = t.compute
         finish = t.finish
-        msg.metadata.created_at = sent_at
         if t.lost is not None:
             self._lose(msg, outcome, t.lost[0], t.lost[1], d.reply_id)
             return
@@ -446,6 +558,11 @@ class VirtualGrid(Grid):
                 pending.append(outcome)
         if pending and not out and all(o.arrives_at > self.now for o in pending):
             self.advance_to(min(o.arrives_at for o in pending))
+        if any(
+            o.arrives_at <= self.now and self.mailbox.replies.get(o.message_id) is _NOT_RUN
+            for o in pending
+        ):
+            self.run_deferred()
         for outcome in pending:
             if outcome.arrives_at <= self.now:
                 out.append((outcome.arrives_at, outcome.seq, self.mailbox.deliver(outcome)))
@@ -497,6 +614,40 @@ class VirtualGrid(Grid):
                 ex.failed[o.node_id] = o.error.splitlines()[0] if o.error else o.status
         self.exchanges.append(ex)
         return replies
+
+
+class _NotRun:
+    """The mailbox's reply of a deferred task until it runs (pickles as the one instance)."""
+
+    def __reduce__(self) -> str:
+        return "_NOT_RUN"
+
+    def __repr__(self) -> str:
+        return "<reply not computed yet>"
+
+
+_NOT_RUN: Any = _NotRun()
+
+
+def _training_pair(ins: Message, reply: Message | None) -> tuple[Message, Message] | None:
+    """(instruction, reply) if `reply` is the model a training task sent back, else None."""
+    if reply is None or reply is _NOT_RUN or reply.has_error():
+        return None
+    if not ins.metadata.message_type.startswith("train"):
+        return None
+    return ins, reply
+
+
+@dataclass
+class _Deferred:
+    """A planned task whose reply is scheduled but whose ClientApp has not run yet."""
+
+    task: ClientTask
+    dispatch: _Dispatch
+    plan: PlannedWork
+    compute_s: float  # the virtual compute time its reply reports
+    honest: bool  # an omniscient attacker may observe its reply
+    lost: bool  # the time model loses its reply: it runs (node state) but is never delivered
 
 
 @dataclass

@@ -14,24 +14,32 @@ Invalid values raise :class:`fl.schema.ConfigError` naming ``PopulationConfig.<f
 
 from __future__ import annotations
 
-import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from fl.schema import ConfigError
-from fl.sim.availability import AlwaysOn, Availability, OnOff
+from fl.sim.availability import OnOffNodes, PopulationAvailability
+from fl.sim.fleet import DevicePopulation
 from fl.sim.phones import FLASH_BANDWIDTHS_KBPS, MEDIAN_FP32, PHONES
 from fl.sim.profile import (
-    DeviceProfile,
     _non_negative,
     _positive,
     _positive_tuple,
     _probability,
 )
 
-__all__ = ["AVAILABILITIES", "POPULATIONS", "PopulationConfig", "make_population", "tier_counts"]
+__all__ = [
+    "AVAILABILITIES",
+    "POPULATIONS",
+    "DevicePopulation",
+    "PopulationConfig",
+    "make_population",
+    "tier_counts",
+]
 
 POPULATIONS: tuple[str, ...] = ("uniform", "tiers", "mobile")
 AVAILABILITIES: tuple[str, ...] = ("always", "onoff")
@@ -127,62 +135,72 @@ class PopulationConfig:
             raise ConfigError(f"{owner}.tier_down_mbps", None, "a list of numbers")
 
 
-def make_population(cfg: PopulationConfig, num_nodes: int, seed: int) -> list[DeviceProfile]:
+def make_population(cfg: PopulationConfig, num_nodes: int, seed: int) -> DevicePopulation:
     """``num_nodes`` device profiles for ``cfg``; deterministic in (cfg, num_nodes, seed).
 
     Node i's random choices (its phone and network for ``mobile``) come from a stream seeded by
     (seed, i), so they do not change when ``num_nodes`` grows; its availability is
     ``OnOff(..., seed=(seed, i))``. Tier membership is a seeded shuffle (:func:`_tier_of_nodes`).
+
+    The result is a :class:`~fl.sim.fleet.DevicePopulation`: the fields as arrays, computed for
+    all nodes at once, and ``population[i]`` the node's :class:`DeviceProfile` (built when first
+    asked for). ``uniform`` and ``tiers`` cost O(N) numpy work; ``mobile`` draws each node's
+    phone and link from its own seeded stream, one small Python step per node (~20 µs).
     """
     if isinstance(num_nodes, bool) or not isinstance(num_nodes, int | np.integer) or num_nodes < 0:
         raise ValueError(f"make_population num_nodes must be an int >= 0, got {num_nodes!r}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"make_population seed must be an int >= 0, got {seed!r}")
-    builders = {"uniform": _uniform_device, "tiers": _tier_device, "mobile": _mobile_device}
-    tiers = _tier_of_nodes(cfg, int(num_nodes), int(seed)) if cfg.kind == "tiers" else None
-    build = builders[cfg.kind]
-    devices = [
-        build(cfg, i, int(seed), tiers, _availability(cfg, int(seed), i))
-        for i in range(int(num_nodes))
-    ]
+    n, seed = int(num_nodes), int(seed)
     for i in cfg.stragglers:
-        if not -num_nodes <= i < num_nodes:
+        if not -n <= i < n:
             raise ValueError(
-                f"PopulationConfig.stragglers: node {i} does not exist among {num_nodes} nodes"
+                f"PopulationConfig.stragglers: node {i} does not exist among {n} nodes"
             )
-    for i in sorted({i % num_nodes for i in cfg.stragglers}):  # [-1, N-1]: slowed down once
-        d = devices[i]
-        devices[i] = dataclasses.replace(
-            d, flops_per_s=d.flops_per_s / cfg.straggler_slowdown, group=f"{d.group}-straggler"
+    builders = {"uniform": _uniform_fields, "tiers": _tier_fields, "mobile": _mobile_fields}
+    fields = builders[cfg.kind](cfg, n, seed)
+    stragglers = sorted({i % n for i in cfg.stragglers})  # [-1, N-1]: slowed down once
+    if stragglers:
+        flops = np.broadcast_to(np.asarray(fields["flops_per_s"], dtype=np.float64), (n,)).copy()
+        flops[stragglers] = flops[stragglers] / cfg.straggler_slowdown
+        groups = list(fields["groups"])
+        codes = np.array(fields["group_codes"], dtype=np.int32)
+        slowed = {}
+        for i in stragglers:
+            name = f"{groups[codes[i]]}-straggler"
+            if name not in slowed:
+                slowed[name] = len(groups)
+                groups.append(name)
+            codes[i] = slowed[name]
+        fields.update(flops_per_s=flops, groups=tuple(groups), group_codes=codes)
+    if cfg.availability == "always":
+        availability = PopulationAvailability.always(n)
+    else:
+        availability = PopulationAvailability(
+            n, OnOffNodes(cfg.mean_online_s, cfg.mean_offline_s, seed)
         )
-    return devices
+    return DevicePopulation(
+        availability=availability,
+        failure_prob=cfg.failure_prob,
+        compute_jitter=cfg.compute_jitter,
+        **fields,
+    )
 
 
 _NODE_STREAM = 0xDE71CE  # spawn-key tags: keep population streams apart from OnOff's own streams
 _TIER_STREAM = 0x71E25
 
 
-def _availability(cfg: PopulationConfig, seed: int, node: int) -> Availability:
-    """Node ``node``'s availability: AlwaysOn, or OnOff seeded by (seed, node)."""
-    if cfg.availability == "always":
-        return AlwaysOn()
-    return OnOff(cfg.mean_online_s, cfg.mean_offline_s, seed=(seed, node))
-
-
-def _uniform_device(
-    cfg: PopulationConfig, node: int, seed: int, tiers: list[int] | None, avail: Availability
-) -> DeviceProfile:
+def _uniform_fields(cfg: PopulationConfig, n: int, seed: int) -> dict[str, Any]:
     """Every node the same device."""
-    return DeviceProfile(
-        flops_per_s=cfg.flops_per_s,
-        down_bps=cfg.down_mbps * _BITS_PER_MBIT,
-        up_bps=cfg.up_mbps * _BITS_PER_MBIT,
-        availability=avail,
-        bandwidth_jitter=cfg.bandwidth_jitter or 0.0,
-        group="uniform",
-        failure_prob=cfg.failure_prob,
-        compute_jitter=cfg.compute_jitter,
-    )
+    return {
+        "flops_per_s": cfg.flops_per_s,
+        "down_bps": cfg.down_mbps * _BITS_PER_MBIT,
+        "up_bps": cfg.up_mbps * _BITS_PER_MBIT,
+        "bandwidth_jitter": cfg.bandwidth_jitter or 0.0,
+        "group_codes": np.zeros(n, dtype=np.int32),
+        "groups": ("uniform",),
+    }
 
 
 def tier_counts(fractions: Sequence[float], num_nodes: int) -> list[int]:
@@ -200,7 +218,7 @@ def tier_counts(fractions: Sequence[float], num_nodes: int) -> list[int]:
     return [int(c) for c in counts]
 
 
-def _tier_of_nodes(cfg: PopulationConfig, num_nodes: int, seed: int) -> list[int]:
+def _tier_of_nodes(cfg: PopulationConfig, num_nodes: int, seed: int) -> np.ndarray:
     """Tier index of each node: exact counts from ``tier_counts``, positions shuffled by ``seed``.
 
     A seeded shuffle rather than contiguous blocks, so tiers do not line up with whatever order the
@@ -209,60 +227,62 @@ def _tier_of_nodes(cfg: PopulationConfig, num_nodes: int, seed: int) -> list[int
     fractions = cfg.tier_fractions or (1.0,) * len(cfg.tier_shares)
     labels = np.repeat(np.arange(len(fractions)), tier_counts(fractions, num_nodes))
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_TIER_STREAM, num_nodes)))
-    return [int(t) for t in rng.permutation(labels)]
+    return rng.permutation(labels)
 
 
-def _tier_device(
-    cfg: PopulationConfig, node: int, seed: int, tiers: list[int] | None, avail: Availability
-) -> DeviceProfile:
-    """A TiFL resource group: speed ∝ CPU share, the tier's bandwidths."""
-    assert tiers is not None
-    tier = tiers[node]
-    share = cfg.tier_shares[tier]
-    down = cfg.tier_down_mbps[tier]
-    up = (cfg.tier_up_mbps or cfg.tier_down_mbps)[tier]
-    return DeviceProfile(
-        flops_per_s=share * cfg.flops_per_s,
-        down_bps=down * _BITS_PER_MBIT,
-        up_bps=up * _BITS_PER_MBIT,
-        availability=avail,
-        bandwidth_jitter=cfg.bandwidth_jitter or 0.0,
-        group=f"tier-{tier + 1}",
-        features={"cpu_share": share, "down_mbps": down, "up_mbps": up},
-        failure_prob=cfg.failure_prob,
-        compute_jitter=cfg.compute_jitter,
-    )
+def _tier_fields(cfg: PopulationConfig, n: int, seed: int) -> dict[str, Any]:
+    """A TiFL resource group per node: speed ∝ CPU share, the tier's bandwidths."""
+    tiers = _tier_of_nodes(cfg, n, seed)
+    shares = np.asarray(cfg.tier_shares, dtype=np.float64)
+    down = np.asarray(cfg.tier_down_mbps, dtype=np.float64)
+    up = np.asarray(cfg.tier_up_mbps or cfg.tier_down_mbps, dtype=np.float64)
+    return {
+        "flops_per_s": shares[tiers] * cfg.flops_per_s,
+        "down_bps": down[tiers] * _BITS_PER_MBIT,
+        "up_bps": up[tiers] * _BITS_PER_MBIT,
+        "bandwidth_jitter": cfg.bandwidth_jitter or 0.0,
+        "group_codes": tiers.astype(np.int32),
+        "groups": tuple(f"tier-{t + 1}" for t in range(len(shares))),
+        "feature_names": ("cpu_share", "down_mbps", "up_mbps"),
+        "features": np.stack([shares[tiers], down[tiers], up[tiers]], axis=1),
+    }
 
 
-def _mobile_device(
-    cfg: PopulationConfig, node: int, seed: int, tiers: list[int] | None, avail: Availability
-) -> DeviceProfile:
-    """A phone from :data:`PHONES` with a network from :data:`FLASH_BANDWIDTHS_KBPS`.
+def _mobile_fields(cfg: PopulationConfig, n: int, seed: int) -> dict[str, Any]:
+    """A phone from :data:`PHONES` with a network from :data:`FLASH_BANDWIDTHS_KBPS` per node.
 
     Speed = ``flops_per_s`` × FP32 score / median FP32 score. Features are the phone's RAM, year,
     Android version and CPU score, which a device can report; the FP32 speed stays hidden.
+    Node i's phone and link are two draws from ``SeedSequence(seed, spawn_key=(_NODE_STREAM,
+    i))`` (the per-node loop); everything else is gathered from the tables at once.
     """
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_NODE_STREAM, node)))
-    phone = PHONES[int(rng.integers(len(PHONES)))]
-    link = FLASH_BANDWIDTHS_KBPS[int(rng.integers(len(FLASH_BANDWIDTHS_KBPS)))]
-    if cfg.bandwidth_jitter is None:
-        down_jitter, up_jitter = link.down_sd / link.down_mean, link.up_sd / link.up_mean
-    else:
-        down_jitter, up_jitter = cfg.bandwidth_jitter, None
-    return DeviceProfile(
-        flops_per_s=cfg.flops_per_s * phone.fp32_score / _MEDIAN_FP32,
-        down_bps=link.down_mean * _BITS_PER_KB,
-        up_bps=link.up_mean * _BITS_PER_KB,
-        availability=avail,
-        bandwidth_jitter=down_jitter,
-        up_bandwidth_jitter=up_jitter,
-        group=phone.soc,
-        features={
-            "ram_gb": phone.ram_gb,
-            "year": float(phone.year),
-            "android": phone.android,
-            "cpu_score": phone.cpu_f_score,
-        },
-        failure_prob=cfg.failure_prob,
-        compute_jitter=cfg.compute_jitter,
+    phone_of = np.empty(n, dtype=np.int64)
+    link_of = np.empty(n, dtype=np.int64)
+    num_phones, num_links = len(PHONES), len(FLASH_BANDWIDTHS_KBPS)
+    for node in range(n):
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_NODE_STREAM, node)))
+        phone_of[node] = rng.integers(num_phones)
+        link_of[node] = rng.integers(num_links)
+    phones = np.array(
+        [(p.ram_gb, float(p.year), p.android, p.cpu_f_score, p.fp32_score) for p in PHONES]
     )
+    links = np.array([tuple(link) for link in FLASH_BANDWIDTHS_KBPS], dtype=np.float64)
+    down_mean, up_mean = links[:, 0][link_of], links[:, 2][link_of]
+    if cfg.bandwidth_jitter is None:
+        down_jitter = links[:, 1][link_of] / down_mean
+        up_jitter = links[:, 3][link_of] / up_mean
+    else:
+        down_jitter, up_jitter = np.full(n, cfg.bandwidth_jitter), np.full(n, math.nan)
+    socs = sorted({p.soc for p in PHONES})
+    soc_code = np.array([socs.index(p.soc) for p in PHONES], dtype=np.int32)
+    return {
+        "flops_per_s": cfg.flops_per_s * phones[:, 4][phone_of] / _MEDIAN_FP32,
+        "down_bps": down_mean * _BITS_PER_KB,
+        "up_bps": up_mean * _BITS_PER_KB,
+        "bandwidth_jitter": down_jitter,
+        "up_bandwidth_jitter": up_jitter,
+        "group_codes": soc_code[phone_of],
+        "groups": tuple(socs),
+        "feature_names": ("ram_gb", "year", "android", "cpu_score"),
+        "features": phones[phone_of, :4],
+    }

@@ -47,10 +47,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
+from flwr.app import ArrayRecord, Message
 
+from fl.protocol import stack
+from fl.protocol.records import fast as records_fast
 from fl.robust.bgmd import MEMORY_REDUCE, SELECTORS, block_geometric_median
 from fl.robust.geomedian import METHODS, geometric_median
+from fl.strategies.flatten import Layout, flatten
 
 __all__ = [
     "AGGREGATORS",
@@ -66,6 +71,8 @@ __all__ = [
     "bounded_weights",
     "check_weight_clip",
     "make_aggregator",
+    "reply_matrix",
+    "reply_model",
 ]
 
 
@@ -434,3 +441,25 @@ def make_aggregator(name: str, options: Mapping[str, Any] | None = None) -> Aggr
         return cls(**kwargs)
     except ValueError as exc:
         raise ValueError(f"aggregator_options for {name!r}: {exc}") from exc
+
+
+# ------------------------------------------------------------ the matrix G of a round
+def reply_model(reply: Message) -> ArrayRecord:
+    """The (first) ArrayRecord of a reply: its model."""
+    return next(r for r in reply.content.values() if isinstance(r, ArrayRecord))
+
+
+def reply_matrix(
+    replies: list[Message],
+    reference: ArrayRecord,
+    layout: Layout,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Row i: `flatten(model of replies[i], layout, dtype)`; `layout` is `reference`'s."""
+    records = [reply_model(r) for r in replies]
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    if records_fast() and tuple(layout.keys) == tuple(reference.keys()):
+        values = stack.model_matrix(records, reference, np_dtype)
+        if values is not None:
+            return torch.from_numpy(values)
+    return torch.stack([flatten(rec, layout, dtype) for rec in records])

@@ -14,6 +14,7 @@ import torch
 from flwr.app import Array, ArrayRecord
 
 from fl.protocol.payload import decode
+from fl.protocol.records import array_copy, array_from_numpy, array_record, fast
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,9 @@ def unflatten(vector: torch.Tensor, layout: Layout, template: ArrayRecord) -> Ar
     ):
         if floating:
             n = int(np.prod(shape))
-            out[key] = Array(flat[offset : offset + n].reshape(shape).astype(dtype))
+            part = flat[offset : offset + n].reshape(shape).astype(dtype)
+            out[key] = array_from_numpy(part) if fast() else Array(part)
             offset += n
         else:
-            out[key] = template[key]
-    return ArrayRecord(out)
+            out[key] = array_copy(template[key]) if fast() else template[key]
+    return array_record(out) if fast() else ArrayRecord(out)

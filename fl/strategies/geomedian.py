@@ -39,7 +39,7 @@ from flwr.serverapp.strategy import FedAvg
 from fl.protocol.replies import split_replies
 from fl.robust.bgmd import block_geometric_median
 from fl.robust.geomedian import geometric_median
-from fl.strategies.aggregation import bounded_weights, check_weight_clip
+from fl.strategies.aggregation import bounded_weights, check_weight_clip, reply_matrix
 from fl.strategies.flatten import Layout, flatten, layout_of, unflatten
 
 GM_METHODS = ("weiszfeld", "vardi")
@@ -137,9 +137,7 @@ class GeometricMedian(FedAvg):
             return None, None
         layout = self._layout = self._layout or layout_of(self._global)
         g = flatten(self._global, layout)
-        G = torch.stack(
-            [flatten(next(iter(r.content.array_records.values())), layout) - g for r in ok]
-        )
+        G = reply_matrix(ok, self._global, layout) - g
         weights = None
         if self.weighted:
             weights, clipped = clipped_reply_weights(ok, self.weighted_by_key, self.weight_clip)
@@ -165,11 +163,16 @@ def clipped_reply_weights(
     """(weights, how many were clipped): the replies' reported `key` (validated: finite, ≥ 0)
     through `bounded_weights`; None when every weight is 0 (nothing to weight by)."""
     reported = torch.tensor(
-        [float(next(iter(r.content.metric_records.values()))[key]) for r in replies],  # type: ignore[arg-type]
+        [float(_metrics(r)[key]) for r in replies],  # type: ignore[arg-type]
         dtype=torch.float64,
     )
     weights, clipped = bounded_weights(reported, clip)
     return (weights if float(weights.sum()) > 0 else None), clipped
+
+
+def _metrics(reply: Message) -> MetricRecord:
+    """The (first) MetricRecord of a reply (without building Flower's `metric_records` view)."""
+    return next(r for r in reply.content.values() if isinstance(r, MetricRecord))
 
 
 class BlockGeometricMedian(GeometricMedian):

@@ -24,7 +24,13 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fl.protocol.replies import split_replies
-from fl.strategies.aggregation import AGGREGATORS, Aggregator, check_weight_clip, make_aggregator
+from fl.strategies.aggregation import (
+    AGGREGATORS,
+    Aggregator,
+    check_weight_clip,
+    make_aggregator,
+    reply_matrix,
+)
 from fl.strategies.flatten import flatten, layout_of, unflatten
 from fl.strategies.geomedian import clipped_reply_weights
 from fl.strategies.server_optimizer import ServerSGD
@@ -201,12 +207,7 @@ class RobustAggregation(FedAvg):
             return None, None
         layout = layout_of(self._global)
         g = flatten(self._global, layout, torch.float64)
-        G = torch.stack(
-            [
-                flatten(next(iter(r.content.array_records.values())), layout, torch.float64) - g
-                for r in ok
-            ]
-        )
+        G = reply_matrix(ok, self._global, layout, torch.float64) - g
         weights = None
         if self.weighted:
             weights, clipped = clipped_reply_weights(ok, self.weighted_by_key, self.weight_clip)

@@ -28,7 +28,7 @@ def speed_order(devices: Sequence[DeviceProfile]) -> list[int]:
     )
 
 
-def fast_lane(devices: list[DeviceProfile], malicious: Collection[int]) -> list[DeviceProfile]:
+def fast_lane(devices: Sequence[DeviceProfile], malicious: Collection[int]) -> list[DeviceProfile]:
     """`devices` permuted so the malicious nodes hold the k fastest profiles (`speed_order`).
 
     The malicious partition indices, in sorted order, receive the k fastest profiles in speed
