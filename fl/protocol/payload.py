@@ -11,6 +11,7 @@ reports what is wrong with it.
 from __future__ import annotations
 
 import io
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -39,7 +40,7 @@ def decode(array: Array, *, copy: bool = True) -> np.ndarray:
         return array.numpy()
     n = len(header)
     dtype = np.dtype(array.dtype)
-    count = int(np.prod(array.shape, dtype=np.int64))
+    count = math.prod(int(n) for n in array.shape)
     if (
         array.stype != "numpy.ndarray"
         or dtype.hasobject
