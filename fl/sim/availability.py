@@ -29,7 +29,7 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -256,12 +256,25 @@ def next_time_online_count(
     if count >= k:
         return t
     heapq.heapify(heap)
-    end = t + horizon
+    return _sweep(heap, states, count, k, t + horizon, avails.__getitem__)
+
+
+def _sweep(
+    heap: list[tuple[float, int]],
+    states: Any,
+    count: int,
+    k: int,
+    end: float,
+    model_of: Callable[[int], Availability],
+) -> float:
+    """The first change time ≤ `end` at which `count` online nodes reach `k` (inf if none):
+    pops the (next change, node) heap in time order, applying every change of an instant
+    before counting; `states` (node → online) is updated in place."""
     while heap and heap[0][0] <= end:
         now = heap[0][0]
         while heap and heap[0][0] == now:  # apply every change at this instant before counting
             i = heap[0][1]
-            state, following = _state_and_next(avails[i], now)
+            state, following = _state_and_next(model_of(i), now)
             count += int(state) - int(states[i])
             states[i] = state
             if following <= now:
@@ -406,32 +419,17 @@ class PopulationAvailability:
             return t
         states = states.copy()
         models: dict[int, Availability] = {}  # the sweep's models, built once per node
+
+        def model_of(i: int) -> Availability:
+            model = models.get(i)
+            if model is None:
+                model = models[i] = self._model(i)
+            return model
+
         finite = np.flatnonzero(np.isfinite(nxt))
         heap = list(zip(nxt[finite].tolist(), finite.tolist(), strict=True))
         heapq.heapify(heap)
-        end = t + horizon
-        while heap and heap[0][0] <= end:
-            now = heap[0][0]
-            while heap and heap[0][0] == now:  # apply every change at this instant first
-                i = heap[0][1]
-                model = models.get(i)
-                if model is None:
-                    model = models[i] = self._model(i)
-                state, following = _state_and_next(model, now)
-                count += int(state) - int(states[i])
-                states[i] = state
-                if following <= now:
-                    raise RuntimeError(
-                        f"availability of device {i} broke its contract: next_change({now!r}) "
-                        f"returned {following!r}, not a later time"
-                    )
-                if following < math.inf:
-                    heapq.heapreplace(heap, (following, i))
-                else:
-                    heapq.heappop(heap)
-            if count >= k:
-                return now
-        return math.inf
+        return _sweep(heap, states, count, k, t + horizon, model_of)
 
 
 _ALWAYS = AlwaysOn()
