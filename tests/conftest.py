@@ -26,3 +26,20 @@ def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def
     worker takes the next test when it is free, so the long ones start at once and the many
     short ones fill the gaps, instead of one long test starting last and running alone."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+WALL_COLUMNS = ("wall_time", "aggregation_wall_s")
+"""rounds.csv columns that measure the simulation's own wall time (they differ run to run)."""
+
+
+def same_run(a, b) -> None:  # type: ignore[no-untyped-def]
+    """Assert two results folders hold the same run: equal final model (bit for bit), equal
+    rounds.csv but for its wall-time columns, identical messages.csv."""
+    from fl.experiment.tables import read_csv
+
+    sa, sb = torch.load(a / "model.pt"), torch.load(b / "model.pt")
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    ra, rb = read_csv(a / "rounds.csv"), read_csv(b / "rounds.csv")
+    strip = [{k: v for k, v in r.items() if k not in WALL_COLUMNS} for r in ra]
+    assert strip == [{k: v for k, v in r.items() if k not in WALL_COLUMNS} for r in rb]
+    assert (a / "messages.csv").read_text() == (b / "messages.csv").read_text()

@@ -12,16 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from conftest import same_run
 
 from fl.experiment import resume_experiment, run_experiment
 from fl.experiment.config import ExperimentConfig, load_dict
-from fl.experiment.tables import read_csv
 from fl.loops.checkpoint import CHECKPOINT_FILE, load
 from fl.schema import to_toml
-
-WALL = ("wall_time", "aggregation_wall_s")
-
 
 STRATEGIES = {
     "tifl": {
@@ -50,15 +46,6 @@ def _config(strategy: str, rounds: int = 120) -> ExperimentConfig:
             "evaluation": {"every": 5},
         }
     )
-
-
-def _same_run(a: Path, b: Path) -> None:
-    sa, sb = torch.load(a / "model.pt"), torch.load(b / "model.pt")
-    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-    ra, rb = read_csv(a / "rounds.csv"), read_csv(b / "rounds.csv")
-    strip = [{k: v for k, v in r.items() if k not in WALL} for r in ra]
-    assert strip == [{k: v for k, v in r.items() if k not in WALL} for r in rb]
-    assert (a / "messages.csv").read_text() == (b / "messages.csv").read_text()
 
 
 def _run_keeping(
@@ -102,7 +89,7 @@ def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(
     if strategy == "adasgd":
         assert ckpt.loop.extra["in_flight"]  # work was in flight when it was saved
     resume_experiment(part)
-    _same_run(tmp_path / "full", part)
+    same_run(tmp_path / "full", part)
 
 
 @pytest.mark.slow
@@ -130,7 +117,7 @@ def test_sigkill_at_three_random_points_then_resume(tmp_path: Path, strategy: st
         assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
         killed_at.append(load(out / CHECKPOINT_FILE).loop.next_round)
         resume_experiment(out)
-        _same_run(tmp_path / "reference", out)
+        same_run(tmp_path / "reference", out)
     assert all(0 < r < cfg.rounds for r in killed_at), killed_at
 
 
@@ -163,7 +150,7 @@ def test_resume_may_change_how_clients_run_but_not_what(
     )
     result = resume_experiment(part)
     assert result.grid.executor.remote_tasks > 0  # type: ignore[attr-defined]
-    _same_run(tmp_path / "full", part)
+    same_run(tmp_path / "full", part)
 
 
 def test_a_state_that_cannot_be_pickled_disables_checkpoints_not_the_run(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import same_run
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -17,22 +18,11 @@ from fl.client.plan import planned_examples
 from fl.client.training import LocalTraining, batch_schedule
 from fl.experiment import run_experiment
 from fl.experiment.config import ExperimentConfig, load_config
-from fl.experiment.tables import read_csv
 from fl.protocol.planned import PlannedWork
 from fl.sim.devices import DeviceProfile
 from fl.sim.grid import VirtualGrid
 
 ROOT = Path(__file__).resolve().parents[1]
-WALL = ("wall_time", "aggregation_wall_s")
-
-
-def _same_run(a: Path, b: Path) -> None:
-    sa, sb = torch.load(a / "model.pt"), torch.load(b / "model.pt")
-    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-    ra, rb = read_csv(a / "rounds.csv"), read_csv(b / "rounds.csv")
-    strip = [{k: v for k, v in r.items() if k not in WALL} for r in ra]
-    assert strip == [{k: v for k, v in r.items() if k not in WALL} for r in rb]
-    assert (a / "messages.csv").read_text() == (b / "messages.csv").read_text()
 
 
 def _runs(cfg: ExperimentConfig, tmp_path: Path, variants: dict[str, dict]) -> dict[str, object]:
@@ -69,8 +59,8 @@ def test_fleet_straggler_lazy_equals_eager_with_sequential_and_pool(tmp_path: Pa
     # concurrency 10: after the first dispatch the tasks still arrive in batches of about 10
     assert len(batches) > 10 and sum(batches) / len(batches) > 5, batches[:20]
     assert runs["pool"].grid.executor.remote_tasks > 0  # type: ignore[attr-defined]
-    _same_run(tmp_path / "eager", tmp_path / "lazy")
-    _same_run(tmp_path / "eager", tmp_path / "pool")
+    same_run(tmp_path / "eager", tmp_path / "lazy")
+    same_run(tmp_path / "eager", tmp_path / "pool")
 
 
 @pytest.mark.slow
@@ -89,8 +79,8 @@ def test_tifl_lazy_equals_eager_with_sequential_and_pool(tmp_path: Path) -> None
         },
     )
     assert runs["lazy"].grid.deferred_batches  # type: ignore[attr-defined]
-    _same_run(tmp_path / "eager", tmp_path / "lazy")
-    _same_run(tmp_path / "eager", tmp_path / "pool")
+    same_run(tmp_path / "eager", tmp_path / "lazy")
+    same_run(tmp_path / "eager", tmp_path / "pool")
 
 
 def _async_config(**attack: object) -> ExperimentConfig:
@@ -142,7 +132,7 @@ def test_an_omniscient_attacker_still_sees_the_honest_updates(
         observe_calls.append(sum(res.grid.deferred_batches))  # type: ignore[attr-defined]
     assert observe_calls[0] == 0 and observe_calls[1] > 0  # lazy deferred some tasks
     assert max(seen["True"]) > 0
-    _same_run(tmp_path / "False", tmp_path / "True")
+    same_run(tmp_path / "False", tmp_path / "True")
 
 
 def test_a_checkpoint_with_deferred_tasks_resumes_to_the_uninterrupted_run(
@@ -175,7 +165,7 @@ def test_a_checkpoint_with_deferred_tasks_resumes_to_the_uninterrupted_run(
     shutil.copy(tmp_path / "kept.pkl", part / CHECKPOINT_FILE)
     assert load(part / CHECKPOINT_FILE).grid.deferred > 0
     resume_experiment(part)
-    _same_run(tmp_path / "full", part)
+    same_run(tmp_path / "full", part)
 
 
 def _tiny_grid(app: object) -> VirtualGrid:

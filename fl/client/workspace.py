@@ -67,9 +67,11 @@ class Workspace:
         return state
 
 
-def make_workspace(cfg: ClientConfig) -> Workspace:
-    """Build the data and one model instance for `cfg` (parameters are loaded per task)."""
-    data = federated_data(cfg.data, cfg.num_nodes, cfg.seed)
+def make_workspace(cfg: ClientConfig, data: FederatedData | None = None) -> Workspace:
+    """Build the data (unless given: a Ray worker is handed the driver's) and one model
+    instance for `cfg` (parameters are loaded per task)."""
+    if data is None:
+        data = federated_data(cfg.data, cfg.num_nodes, cfg.seed)
     model = _model(cfg.model, data, cfg.seed)
     dtype = torch.long if data.vocab_size else torch.float32
     return Workspace(
@@ -118,6 +120,20 @@ def workspace(run_config: Mapping[str, Any], cfg: ClientConfig | None = None) ->
     if len(_BY_CONFIG) >= 100_000:
         _BY_CONFIG.clear()
     _BY_CONFIG[id(run_config)] = (run_config, ws)
+    return ws
+
+
+def adopt_workspace(
+    key: tuple[tuple[str, Any], ...], cfg: ClientConfig, data: FederatedData
+) -> Workspace:
+    """Make `data` this process's workspace for the run_configs whose `workspace_key` is `key`
+    (a Ray worker, handed the experiment's data through the object store instead of loading
+    it): the ClientApp then finds it as if it had built it."""
+    ws = make_workspace(cfg, data)
+    ws.key = key
+    if len(_WORKSPACES) >= 4:
+        _WORKSPACES.clear()
+    _WORKSPACES[key] = ws
     return ws
 
 

@@ -1,9 +1,10 @@
 """How the virtual grid runs a push's ClientApps: one after another (`SequentialExecutor`, the
 reference), trained together with torch.func (`BatchedExecutor`), on long-lived worker processes
-(`ProcessExecutor`); `make_executor` picks one from a config ("auto": `choose_executor`).
+(`ProcessExecutor`), on Ray actors across a cluster (`RayExecutor`, in `fl.executors.ray`:
+imported only when asked for); `make_executor` picks one from a config ("auto": `choose_executor`).
 
 Every executor returns, for each task, the reply the node's ClientApp returns for that message
-and context: bit-identical to the sequential one (processes) or to float tolerance (batched).
+and context: bit-identical to the sequential one (processes, ray) or to float tolerance (batched).
 """
 
 from fl.executors.base import (

@@ -19,7 +19,7 @@ from flwr.common.constant import ErrorCode
 
 ClientAppFn = Callable[[Message, Context], Message]
 
-EXECUTORS = ("auto", "sequential", "batched", "processes")
+EXECUTORS = ("auto", "sequential", "batched", "processes", "ray")
 """Values of a config's `executor`."""
 
 

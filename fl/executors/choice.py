@@ -66,6 +66,12 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def inside_worker() -> bool:
+    """Whether this process is a worker of a sweep (a process pool's, or a Ray task, which
+    sets FL_SWEEP_WORKER): "auto" then never starts workers of its own."""
+    return mp.parent_process() is not None or os.environ.get("FL_SWEEP_WORKER") == "1"
+
+
 def estimated_client_seconds(cfg: RunPlan, ws: client.Workspace) -> tuple[float, float]:
     """Rough sequential client compute on this host: (per training task, whole run)."""
     sizes = [len(idx) for idx in ws.data.node_train]
@@ -83,13 +89,14 @@ def choose_executor(cfg: RunPlan, ws: client.Workspace) -> str:
     """The executor "auto" means for `cfg`: "batched" for small models that can be batched;
     "processes" when tasks and the run are long enough to pay for shipping tasks to workers,
     on a host with ≥ 2 cores (and not from inside a worker process, e.g. a sweep's); else
-    "sequential". An asynchronous run pushes one task at a time: only with lazy execution do
-    its tasks reach the pool together. Any choice gives the same results as "sequential"
+    "sequential" (never "ray": a cluster is asked for by name). An asynchronous run pushes
+    one task at a time: only with lazy execution do its tasks reach the pool together. Any
+    choice gives the same results as "sequential"
     (batched: to float tolerance)."""
     if batchable(ws.model) and ws.train_flops <= BATCHED_MAX_TRAIN_FLOPS:
         return "batched"
     workers = cfg.workers or usable_cores()
-    if mp.parent_process() is not None:
+    if inside_worker():
         return "sequential"  # a worker already (a sweep's): its siblings use the other cores
     if cfg.asynchronous and not getattr(cfg, "lazy", False):
         return "sequential"  # one task per push after the first: nothing to spread
@@ -114,4 +121,15 @@ def make_executor(cfg: RunPlan, ws: client.Workspace) -> Executor:
         return BatchedExecutor()
     if kind == "processes":
         return ProcessExecutor(cfg.workers or usable_cores(), torch_threads=cfg.torch_threads)
+    if kind == "ray":
+        from fl.executors.ray import RayExecutor
+
+        return RayExecutor(
+            ws,
+            workers=cfg.workers,
+            torch_threads=cfg.torch_threads,
+            cpus=getattr(cfg, "ray_worker_cpus", 1.0),
+            gpus=getattr(cfg, "ray_worker_gpus", 0.0),
+            address=getattr(cfg, "ray_address", ""),
+        )
     raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {cfg.executor!r}")

@@ -81,7 +81,14 @@ class EvalConfig:
         )
 
 
-RUN_ONLY_KEYS = ("executor", "workers", "lazy")
+RUN_ONLY_KEYS = (
+    "executor",
+    "workers",
+    "lazy",
+    "ray_address",
+    "ray_worker_cpus",
+    "ray_worker_gpus",
+)
 """Config keys that say how a run is computed, not what it computes: clients' workspaces are
 shared across them, and a resumed run may change them."""
 
@@ -99,8 +106,11 @@ class ExperimentConfig:
     server_time_factor: float = 0.0  # virtual seconds charged per wall second of aggregation
     output_dir: str = "results"  # parent folder of the results folder
     torch_threads: int = 1  # intra-op threads; small per-client models are fastest on one
-    executor: str = "auto"  # how clients run: auto, sequential, batched, processes
-    workers: int = 0  # worker processes of the "processes" executor (0: one per core)
+    executor: str = "auto"  # how clients run: auto, sequential, batched, processes, ray
+    workers: int = 0  # workers of the "processes" / "ray" executor (0: one per core / CPU)
+    ray_address: str = ""  # "ray" executor: cluster to join ("": $RAY_ADDRESS, else local)
+    ray_worker_cpus: float = 1.0  # "ray" executor: CPUs Ray reserves per worker
+    ray_worker_gpus: float = 0.0  # "ray" executor: GPUs reserved per worker (training: CPU)
     lazy: bool = True  # train only when a reply is needed, in batches (same results)
     checkpoint_every: int = 0  # save a resumable checkpoint every N rounds / model updates (0: off)
     data: DataConfig = field(default_factory=DataConfig)
@@ -142,6 +152,18 @@ class ExperimentConfig:
             f"one of {', '.join(EXECUTORS)}",
         )
         _check(self.workers >= 0, "workers", self.workers, "≥ 0 (0 = one per core)")
+        _check(
+            0 < self.ray_worker_cpus < math.inf,
+            "ray_worker_cpus",
+            self.ray_worker_cpus,
+            "a finite number > 0",
+        )
+        _check(
+            0 <= self.ray_worker_gpus < math.inf,
+            "ray_worker_gpus",
+            self.ray_worker_gpus,
+            "a finite number ≥ 0",
+        )
         _check(
             self.checkpoint_every >= 0,
             "checkpoint_every",

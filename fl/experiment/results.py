@@ -86,6 +86,8 @@ def summary(run: RunResult) -> dict[str, Any]:
         "wall_time_s": run.wall_s,
         "client_wall_s": getattr(run.grid, "client_wall_s", None),  # virtual grid only
         "executor": getattr(getattr(run.grid, "executor", None), "name", None),
+        # workers of the ray executor that died and were replaced (their tasks rerun)
+        "worker_restarts": getattr(getattr(run.grid, "executor", None), "restarts", None),
         "stop_reason": run.stop_reason,
         "engine": "virtual" if hasattr(run.grid, "outcomes") else "flower",
         "messages": len(getattr(run.grid, "outcomes", {})),

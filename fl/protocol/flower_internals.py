@@ -29,6 +29,7 @@ __all__ = [
     "set_message_id",
     "set_node_identity",
     "set_task_identity",
+    "current_task_id",
     "unavailable_reply",
 ]
 
@@ -56,6 +57,14 @@ def set_task_identity(run_id: int, node_id: int = SUPERLINK_NODE_ID, task_id: in
     TaskIdentity.run_id = run_id
     TaskIdentity.node_id = node_id
     TaskIdentity.task_id = task_id
+
+
+def current_task_id(default: int = 1) -> int:
+    """The task id of Flower's process-global identity (`default` when none is set)."""
+    try:
+        return int(TaskIdentity.task_id)
+    except RuntimeError:
+        return default
 
 
 def set_node_identity(run_id: int, node_id: int) -> None:
