@@ -176,6 +176,75 @@ def run(
 
 
 @cli.command()
+def sweep(
+    config: Annotated[Path, typer.Argument(help="TOML experiment config")],
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grid",
+            help="a key and its values: --grid strategy.name=fedavg,bgmd (repeatable: the "
+            "product of all)",
+        ),
+    ] = None,
+    seeds: Annotated[str, typer.Option(help="seeds: 0-2 or 0,3,5")] = "0",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="override a key in every run (repeatable)"),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="the sweep's folder")] = Path("results/sweep"),
+    workers: Annotated[
+        int, typer.Option(help="runs at a time (local: processes; --ray: 0 = no limit)")
+    ] = 1,
+    ray: Annotated[
+        bool, typer.Option("--ray", help="run each run as a Ray task ($RAY_ADDRESS or local)")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option(help="start over in a folder that holds another or this sweep")
+    ] = False,
+    debug: Annotated[bool, typer.Option(help=_DEBUG_HELP)] = False,
+) -> None:
+    """Run CONFIG over a grid of overrides × seeds, each run into its own results folder.
+
+    Writes OUT/sweep.csv (one row per run), OUT/sweep.md (mean ± std over seeds) and overlay
+    plots. Rerun the same command after an interruption: finished runs are skipped."""
+    from fl.experiment.sweep import run_jobs
+    from fl.experiment.sweep_grid import (
+        Sweep,
+        check_configs,
+        claim,
+        parse_grid,
+        parse_seeds,
+        run_point,
+        write_sweep,
+    )
+
+    try:
+        plan = Sweep(config, parse_grid(grid or []), parse_seeds(seeds), list(set_ or []))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    jobs = plan.jobs(out)
+    try:
+        check_configs(jobs)
+        claim(out, plan, force)
+    except ConfigError as exc:
+        raise _fail(exc, 2, debug) from None
+    typer.echo(f"sweep: {len(jobs)} runs ({len(plan.points())} grid points × {len(plan.seeds)} "
+               f"seeds) into {out}", err=True)  # fmt: skip
+    try:
+        rows = run_jobs(
+            run_point, jobs, workers, ray=ray, done_dir=out, label=lambda j: str(j["name"])
+        )
+        text = write_sweep(out, rows, [k for k, _ in plan.grid])
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        raise _fail(exc, 1, debug, "the sweep failed (rerun to resume it): ") from None
+    typer.echo(text)
+    typer.echo(f"results: {out}")
+
+
+@cli.command()
 def resume(
     results: Annotated[Path, typer.Argument(help="results folder of a run with checkpoints")],
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,

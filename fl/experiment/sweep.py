@@ -1,4 +1,5 @@
-"""Run many independent experiments (a sweep) on a pool of processes, one per core.
+"""Run many independent experiments (a sweep) on a pool of processes, one per core, or as Ray
+tasks across a cluster; record each finished run so that an interrupted sweep resumes.
 
 Each run is deterministic in its config and seed, so the pool changes wall time only. Workers
 are spawned (not forked) so each starts with a clean torch and Flower state.
@@ -6,7 +7,10 @@ are spawned (not forked) so each starts with a clean torch and Flower state.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing as mp
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -47,6 +51,48 @@ def _timed(fn: Callable[[J], dict[str, Any]], job: J) -> tuple[dict[str, Any], f
     return fn(job), time.perf_counter() - t0
 
 
+def _ray_task(fn: Callable[[J], dict[str, Any]], job: J) -> tuple[dict[str, Any], float]:
+    """A sweep's run as a Ray task: marked as a sweep worker, so that "auto" starts no workers
+    of its own (the cluster's other CPUs run the sweep's other runs)."""
+    os.environ["FL_SWEEP_WORKER"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    return _timed(fn, job)
+
+
+def job_key(job: object) -> str:
+    """A stable key for a job (the same on every machine and in every session): the SHA-256 of
+    its canonical JSON."""
+    text = json.dumps(job, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+DONE_FILE = "sweep_done.jsonl"
+"""Where a sweep records each finished run's row, one JSON line per run, as it finishes."""
+
+
+class _Done:
+    """The finished runs of a sweep in `folder` (read at start, appended as runs finish)."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / DONE_FILE
+        self.rows: dict[str, dict[str, Any]] = {}
+        if self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short when the sweep was killed: that run reruns
+                self.rows[entry["key"]] = entry["row"]
+
+    def add(self, key: str, row: dict[str, Any]) -> None:
+        self.rows[key] = row
+        with self.path.open("a") as f:
+            f.write(json.dumps({"key": key, "row": row}, default=str) + "\n")
+
+
 class _Tally:
     """One stderr line per finished run: `[run 7/21] <label> done in 12.3 s, ETA 4 min`."""
 
@@ -67,36 +113,94 @@ class _Tally:
         )
 
 
+Finish = Callable[[int, dict[str, Any], float], None]
+
+
+def _on_pool(
+    fn: Callable[[J], dict[str, Any]], todo: list[tuple[int, J]], workers: int, finish: Finish
+) -> None:
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futures: dict[Future[tuple[dict[str, Any], float]], int] = {
+            pool.submit(_timed, fn, job): i for i, job in todo
+        }
+        for fut in as_completed(futures):
+            finish(futures[fut], *fut.result())
+
+
+def _on_ray(
+    fn: Callable[[J], dict[str, Any]], todo: list[tuple[int, J]], workers: int, finish: Finish
+) -> None:
+    """Each job a Ray task (one CPU each), at most `workers` at a time (0: as many as the
+    cluster runs at once)."""
+    from fl.executors.ray import connect
+
+    ray = connect()
+    task = ray.remote(num_cpus=1)(_ray_task)
+    limit = workers if workers > 0 else len(todo)
+    queue = list(todo)
+    pending: dict[Any, int] = {}
+    while queue or pending:
+        while queue and len(pending) < limit:
+            i, job = queue.pop(0)
+            pending[task.remote(fn, job)] = i
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            finish(pending.pop(ref), *ray.get(ref))
+
+
 def run_jobs(
     fn: Callable[[J], dict[str, Any]],
     jobs: Sequence[J],
     workers: int,
     *,
+    ray: bool = False,
+    done_dir: Path | None = None,
     label: Callable[[J], str] = job_label,
     stream: TextIO | None = None,
 ) -> list[dict[str, Any]]:
-    """`fn(job)` for every job, results in the jobs' order; on `workers` processes if more than
-    one. Each finished run prints a line to `stream` (stderr) with its `label`, how long it
-    took and an ETA for the rest (which one finishes first varies; the results never do)."""
-    tally = _Tally(len(jobs), stream)
+    """`fn(job)` for every job, results in the jobs' order: on `workers` spawned processes if
+    more than one, or with `ray` as Ray tasks (`$RAY_ADDRESS`'s cluster, else a local Ray; at
+    most `workers` at a time, 0 for no limit). Each finished run prints a line to `stream`
+    (stderr) with its `label`, how long it took and an ETA for the rest (which one finishes
+    first varies; the results never do).
+
+    With `done_dir`, each finished job's row is recorded there as it finishes, and a job
+    recorded by an earlier call (the same job: see `job_key`) is not run again: an interrupted
+    sweep resumes where it stopped. Rows must then be JSON values."""
+    out = stream if stream is not None else sys.stderr
     labels = [label(job) for job in jobs]
-    if workers > 1:
-        results: list[Any] = [None] * len(jobs)
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            futures: dict[Future[tuple[dict[str, Any], float]], int] = {
-                pool.submit(_timed, fn, job): i for i, job in enumerate(jobs)
-            }
-            for fut in as_completed(futures):
-                i = futures[fut]
-                results[i], seconds = fut.result()
-                tally(labels[i], seconds)
-        return results
-    out = []
-    for job, name in zip(jobs, labels, strict=True):
-        row, seconds = _timed(fn, job)
-        tally(name, seconds)
-        out.append(row)
-    return out
+    keys = [job_key(job) for job in jobs] if done_dir is not None else []
+    done = _Done(done_dir) if done_dir is not None else None
+    results: list[Any] = [None] * len(jobs)
+    todo: list[tuple[int, J]] = []
+    for i, job in enumerate(jobs):
+        if done is not None and keys[i] in done.rows:
+            results[i] = done.rows[keys[i]]
+        else:
+            todo.append((i, job))
+    if done is not None and len(todo) < len(jobs):
+        print(
+            f"[sweep] {len(jobs) - len(todo)} of {len(jobs)} runs already finished in "
+            f"{done_dir}: skipped",
+            file=out,
+            flush=True,
+        )
+    tally = _Tally(len(todo), out)
+
+    def finish(i: int, row: dict[str, Any], seconds: float) -> None:
+        results[i] = row
+        if done is not None:
+            done.add(keys[i], row)
+        tally(labels[i], seconds)
+
+    if ray:
+        _on_ray(fn, todo, workers, finish)
+    elif workers > 1 and len(todo) > 1:
+        _on_pool(fn, todo, workers, finish)
+    else:
+        for i, job in todo:
+            finish(i, *_timed(fn, job))
+    return results
 
 
 def write_summary(out: Path, rows: Sequence[dict[str, Any]]) -> Path:
