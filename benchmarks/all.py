@@ -9,7 +9,9 @@ vs_pfl.py also needs pfl-research: `make bench` installs it (the bench extra) in
 Usage: python benchmarks/all.py [--quick] [--only SCRIPT ...]     (make bench)
 
 `--only vs_pfl.py scale.py` reruns those scripts' entries of the full list and replaces only
-their sections of docs/benchmarks.md, keeping the others as they were written.
+their sections of docs/benchmarks.md, keeping the others as they were written; an entry may
+also be named by its whole command (`--only "executors.py --ray"` matches the entry that
+starts with it).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ DOCS = HERE.parent / "docs"
 FULL = [
     ["throughput.py"],
     ["executors.py"],
+    ["executors.py", "--ray", "--table", "docs/ray_executor_table.md"],
     ["vs_bare_loop.py"],
     ["vs_bare_loop.py", "--nodes", "20", "--epochs", "5"],
     ["vs_bare_loop.py", "--data", "mnist", "--epochs", "2", "--batch-size", "32"],
@@ -40,6 +43,7 @@ FULL = [
 QUICK = [
     ["throughput.py", "--rounds", "1"],
     ["executors.py", "--quick", "--repeats", "1"],
+    ["executors.py", "--ray", "--quick"],
     ["vs_bare_loop.py", "--repeats", "1"],
     ["scale.py", "--sizes", "10", "1000", "--rounds", "2"],
     ["aggregators.py", "--quick", "--no-memory"],
@@ -48,6 +52,12 @@ QUICK = [
     ["startup.py", "--repeats", "1"],
     ["async_loop.py", "--budget", "15"],
 ]
+
+
+def _named(cmd: list[str], names: list[str]) -> bool:
+    """Whether `--only NAMES` selects `cmd`: a name is its script or the start of its command."""
+    line = " ".join(cmd)
+    return any(line == n or line.startswith(n + " ") for n in names)
 
 
 def run(args: list[str]) -> str:
@@ -102,13 +112,13 @@ def main(argv: list[str] | None = None) -> None:
     cmds = QUICK if args.quick else FULL
     done: dict[str, str] = {}  # section title → its body
     if args.only:
-        unknown = set(args.only) - {c[0] for c in cmds}
+        unknown = {o for o in args.only if not any(_named(c, [o]) for c in cmds)}
         if unknown:
             raise SystemExit(f"--only: no benchmark named {', '.join(sorted(unknown))}")
         done = read_sections(DOCS / "benchmarks.md")
     for cmd in cmds:
         title = f"## `python benchmarks/{' '.join(cmd)}`"
-        if args.only and cmd[0] not in args.only:
+        if args.only and not _named(cmd, args.only):
             continue
         t0 = time.perf_counter()
         text = run(cmd)

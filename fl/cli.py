@@ -178,6 +178,10 @@ def run(
 @cli.command()
 def sweep(
     config: Annotated[Path, typer.Argument(help="TOML experiment config")],
+    out: Annotated[
+        Path,
+        typer.Option(help="the sweep's folder: OUT/<point>/seed<k>/ per run, the tables, plots"),
+    ],
     grid: Annotated[
         list[str] | None,
         typer.Option(
@@ -191,7 +195,6 @@ def sweep(
         list[str] | None,
         typer.Option("--set", help="override a key in every run (repeatable)"),
     ] = None,
-    out: Annotated[Path, typer.Option(help="the sweep's folder")] = Path("results/sweep"),
     workers: Annotated[
         int, typer.Option(help="runs at a time (local: processes; --ray: 0 = no limit)")
     ] = 1,
@@ -201,12 +204,19 @@ def sweep(
     force: Annotated[
         bool, typer.Option(help="start over in a folder that holds another or this sweep")
     ] = False,
+    quiet: Annotated[bool, typer.Option(help="no line per finished run on stderr")] = False,
     debug: Annotated[bool, typer.Option(help=_DEBUG_HELP)] = False,
 ) -> None:
     """Run CONFIG over a grid of overrides × seeds, each run into its own results folder.
 
-    Writes OUT/sweep.csv (one row per run), OUT/sweep.md (mean ± std over seeds) and overlay
-    plots. Rerun the same command after an interruption: finished runs are skipped."""
+    Each run is CONFIG with the --set overrides, the grid point's KEY=VALUEs and seed=K, in
+    OUT/<point>/seed<K>/ (<point>: `strategy.name=bgmd+attack.fraction=0.2`; `base` without a
+    grid). Writes OUT/sweep.csv (one row per run), OUT/sweep.md (mean ± std over seeds) and
+    overlay plots. Every config is checked first: a bad key or value exits 2. Rerun the same
+    command after an interruption: finished runs (OUT/sweep_done.jsonl) are skipped."""
+    import importlib.util
+    import io
+
     from fl.experiment.sweep import run_jobs
     from fl.experiment.sweep_grid import (
         Sweep,
@@ -223,17 +233,27 @@ def sweep(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if ray and importlib.util.find_spec("ray") is None:
+        typer.echo("error: --ray needs Ray: pip install -e '.[simulation]'", err=True)
+        raise typer.Exit(2)
     jobs = plan.jobs(out)
     try:
         check_configs(jobs)
         claim(out, plan, force)
     except ConfigError as exc:
         raise _fail(exc, 2, debug) from None
-    typer.echo(f"sweep: {len(jobs)} runs ({len(plan.points())} grid points × {len(plan.seeds)} "
-               f"seeds) into {out}", err=True)  # fmt: skip
+    if not quiet:
+        typer.echo(f"sweep: {len(jobs)} runs ({len(plan.points())} grid points × "
+                   f"{len(plan.seeds)} seeds) into {out}", err=True)  # fmt: skip
     try:
         rows = run_jobs(
-            run_point, jobs, workers, ray=ray, done_dir=out, label=lambda j: str(j["name"])
+            run_point,
+            jobs,
+            workers,
+            ray=ray,
+            done_dir=out,
+            label=lambda j: str(j["name"]),
+            stream=io.StringIO() if quiet else None,
         )
         text = write_sweep(out, rows, [k for k, _ in plan.grid])
     except KeyboardInterrupt:

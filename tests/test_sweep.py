@@ -3,16 +3,21 @@ resuming an interrupted sweep without rerunning finished runs — on a local poo
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import load_simulation
 from typer.testing import CliRunner
 
 from fl.cli import cli
-from fl.experiment.sweep import DONE_FILE, run_jobs
+from fl.experiment.sweep import DONE_FILE, connect_ray, job_key, run_jobs
 from fl.experiment.sweep_grid import folder_name, parse_grid, parse_seeds, split_values
 from fl.experiment.tables import read_csv
 
@@ -33,6 +38,7 @@ lr = 0.1
 every = 1
 target_accuracy = 0.15
 """
+ROOT = Path(__file__).resolve().parents[1]
 GRID = ["--grid", "strategy.name=fedavg,fedmedian", "--seeds", "0-1"]
 SAME = ("strategy.name", "seed", "final_accuracy", "virtual_time_s", "time_to_target_s",
         "rounds_completed")  # fmt: skip
@@ -133,10 +139,14 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_runs(tmp_path: 
     assert len((out / DONE_FILE).read_text().splitlines()) == 2
     finished = [out / "strategy.name=fedavg" / f"seed{s}" / "summary.json" for s in (0, 1)]
     stamps = [p.stat().st_mtime_ns for p in finished]
+    partial = out / "strategy.name=fedmedian" / "seed0"  # what a killed run leaves behind
+    partial.mkdir(parents=True)
+    (partial / "rounds.csv").write_text("round,virtual_time\r\n1,0.5\r\n")
     r = _sweep(str(config), *GRID, "--out", str(out))
     assert r.exit_code == 0, r.output
     assert "2 of 4 runs already finished" in r.output and "[run 2/2]" in r.output
     assert [p.stat().st_mtime_ns for p in finished] == stamps  # not rerun
+    assert (partial / "summary.json").is_file() and len(read_csv(partial / "rounds.csv")) == 4
     assert _same_rows(ref, out)
 
 
@@ -146,19 +156,67 @@ def _same_rows(a: Path, b: Path) -> bool:
 
 
 def _row(job: int) -> dict[str, Any]:
-    return {"job": job, "pid": os.getpid()}
+    worker = os.environ.get("FL_SWEEP_WORKER")
+    return {"job": job, "pid": os.getpid(), "worker": worker, "nan": math.nan, "none": None}
 
 
 def test_run_jobs_keeps_the_jobs_order_and_records_them(tmp_path: Path) -> None:
-    import io
-
     stream = io.StringIO()
     rows = run_jobs(_row, [3, 1, 2], 2, done_dir=tmp_path, stream=stream)
     assert [r["job"] for r in rows] == [3, 1, 2] and stream.getvalue().count("[run ") == 3
-    assert all(r["pid"] != os.getpid() for r in rows)  # ran in the pool
+    assert all(r["pid"] != os.getpid() and r["worker"] == "1" for r in rows)  # in the pool
+    assert len((tmp_path / DONE_FILE).read_text().splitlines()) == 3  # one line per run
     again = run_jobs(_row, [3, 1, 2, 5], 1, done_dir=tmp_path, stream=stream)
-    assert again[:3] == rows and again[3]["pid"] == os.getpid()  # only job 5 ran
+    assert [r["job"] for r in again] == [3, 1, 2, 5] and again[3]["pid"] == os.getpid()
+    assert all(math.isnan(r["nan"]) and r["none"] is None for r in again)  # JSON round trip
+    assert [r["pid"] for r in again[:3]] == [r["pid"] for r in rows]  # only job 5 ran
     assert "3 of 4 runs already finished" in stream.getvalue()
+    assert job_key((1, "a", [2])) == job_key((1, "a", [2])) != job_key((1, "a", [3]))
+
+
+def test_ray_is_imported_only_for_ray_sweeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    code = (
+        "import sys, fl.cli, fl.experiment.sweep_grid\n"
+        "from fl.experiment.sweep import run_jobs\n"
+        "run_jobs(abs, [-1, 2], 1)\n"
+        "assert 'ray' not in sys.modules, 'ray imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(RuntimeError, match=r"--ray needs Ray: pip install -e '\.\[simulation\]'"):
+        connect_ray(1)
+
+
+def _bgmd(out: Path, *extra: str) -> list[tuple[str, bool, str]]:
+    """simulations/bgmd/run.py on one tiny run (no attack, FedAvg, 2 rounds: ~2 s)."""
+    bgmd = load_simulation("bgmd")
+    tiny = [
+        "--set",
+        "rounds=2",
+        "--set",
+        "model.cnn_channels=[4, 4]",
+        "--set",
+        "evaluation.every=1",
+    ]
+    args = ["--quick", "--attacks", "none", "--aggregators", "mean", "--workers", "1", *tiny]
+    result: list[tuple[str, bool, str]] = bgmd.main([*args, "--out", str(out), *extra])
+    return result
+
+
+def test_a_paper_script_resumes_only_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _bgmd(tmp_path)
+    run_csv = tmp_path / "none" / "mean" / "seed0" / "rounds.csv"
+    first, stamp = (tmp_path / "summary.csv").read_text(), run_csv.stat().st_mtime_ns
+    assert "[run 1/1]" in capsys.readouterr().err
+    _bgmd(tmp_path, "--resume")  # the run finished: nothing runs, the same table
+    err = capsys.readouterr().err
+    assert "1 of 1 runs already finished" in err and "[run " not in err
+    assert (tmp_path / "summary.csv").read_text() == first
+    assert run_csv.stat().st_mtime_ns == stamp
+    _bgmd(tmp_path)  # a plain rerun (say, after a code change): everything again
+    assert "[run 1/1]" in capsys.readouterr().err and run_csv.stat().st_mtime_ns != stamp
 
 
 @pytest.mark.slow
@@ -172,6 +230,9 @@ def test_a_ray_sweep_gives_the_local_table_and_resumes(tmp_path: Path) -> None:
     if started:
         ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
     try:
+        # each job is a Ray task, in a worker process marked as a sweep worker
+        assert run_jobs(os.getenv, ["FL_SWEEP_WORKER"], 2, ray=True) == ["1"]  # type: ignore[arg-type]
+        assert os.environ.get("FL_SWEEP_WORKER") is None
         out = tmp_path / "ray"
         r = _sweep(str(config), *GRID, "--out", str(out), "--ray", "--workers", "2")
         assert r.exit_code == 0, r.output

@@ -53,12 +53,18 @@ def _import_ray() -> Any:
     return ray
 
 
-def connect(address: str = "") -> Any:
-    """Ray, connected: to `address`, else to `$RAY_ADDRESS`, else to a new local Ray (one CPU
-    per core). Reuses a connection this process already has."""
+def connect(address: str = "", local_cpus: int | None = None) -> Any:
+    """Ray, connected: to `address`, else to `$RAY_ADDRESS`, else to a new local Ray with
+    `local_cpus` CPUs (None: one per core). Reuses a connection this process already has."""
     ray = _import_ray()
     if not ray.is_initialized():
-        ray.init(address=address or None, include_dashboard=False, configure_logging=False)
+        local = not (address or os.environ.get("RAY_ADDRESS"))
+        ray.init(
+            address=address or None,
+            num_cpus=local_cpus if local else None,
+            include_dashboard=False,
+            configure_logging=False,
+        )
     return ray
 
 

@@ -51,14 +51,39 @@ def _timed(fn: Callable[[J], dict[str, Any]], job: J) -> tuple[dict[str, Any], f
     return fn(job), time.perf_counter() - t0
 
 
+SWEEP_WORKER = "FL_SWEEP_WORKER"
+"""Set to "1" in a sweep's worker processes and Ray tasks: executor "auto" then starts no
+workers of its own (the sweep's other runs use the other cores)."""
+
+
+def _pool_task(fn: Callable[[J], dict[str, Any]], job: J) -> tuple[dict[str, Any], float]:
+    """A sweep's run in a pool worker, marked as such. Set here rather than in a pool
+    initializer so the pool stays swappable for a thread pool (tests do), and only in a child
+    process, so a thread pool never marks the main process."""
+    if mp.parent_process() is not None:
+        os.environ[SWEEP_WORKER] = "1"
+    return _timed(fn, job)
+
+
 def _ray_task(fn: Callable[[J], dict[str, Any]], job: J) -> tuple[dict[str, Any], float]:
-    """A sweep's run as a Ray task: marked as a sweep worker, so that "auto" starts no workers
-    of its own (the cluster's other CPUs run the sweep's other runs)."""
-    os.environ["FL_SWEEP_WORKER"] = "1"
+    """A sweep's run as a Ray task (its own worker process), marked as a sweep worker."""
+    os.environ[SWEEP_WORKER] = "1"
     import torch
 
     torch.set_num_threads(1)
     return _timed(fn, job)
+
+
+def connect_ray(workers: int) -> Any:
+    """Ray, imported only now (a plain sweep never loads it) and connected: a connection this
+    process already has, else $RAY_ADDRESS's cluster, else a new local Ray with `workers`
+    CPUs (all cores if 0)."""
+    from fl.executors.ray import connect
+
+    try:
+        return connect(local_cpus=workers or None)
+    except RuntimeError as exc:
+        raise RuntimeError("--ray needs Ray: pip install -e '.[simulation]'") from exc
 
 
 def job_key(job: object) -> str:
@@ -121,7 +146,7 @@ def _on_pool(
 ) -> None:
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
         futures: dict[Future[tuple[dict[str, Any], float]], int] = {
-            pool.submit(_timed, fn, job): i for i, job in todo
+            pool.submit(_pool_task, fn, job): i for i, job in todo
         }
         for fut in as_completed(futures):
             finish(futures[fut], *fut.result())
@@ -132,9 +157,7 @@ def _on_ray(
 ) -> None:
     """Each job a Ray task (one CPU each), at most `workers` at a time (0: as many as the
     cluster runs at once)."""
-    from fl.executors.ray import connect
-
-    ray = connect()
+    ray = connect_ray(workers)
     task = ray.remote(num_cpus=1)(_ray_task)
     limit = workers if workers > 0 else len(todo)
     queue = list(todo)
@@ -201,6 +224,36 @@ def run_jobs(
         for i, job in todo:
             finish(i, *_timed(fn, job))
     return results
+
+
+def add_sweep_options(parser: Any, workers: int) -> None:
+    """The options every simulation script's sweep takes: --workers, --ray, --resume."""
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=workers,
+        help="runs at a time: processes, or with --ray Ray tasks (0: as many as fit)",
+    )
+    parser.add_argument(
+        "--ray",
+        action="store_true",
+        help="run each run as a Ray task: $RAY_ADDRESS's cluster, else a local Ray",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"skip the runs an interrupted earlier call into the same --out finished "
+        f"(OUT/{DONE_FILE}); without it every run reruns, e.g. after a code change",
+    )
+
+
+def sweep_options(args: Any, out: Path) -> dict[str, Any]:
+    """`run_jobs` keywords for a script's parsed `args`: each finished run is recorded in
+    `out`; only with --resume are earlier records reused (a plain rerun, e.g. after a code
+    change, reruns everything)."""
+    if not args.resume:
+        (out / DONE_FILE).unlink(missing_ok=True)
+    return {"ray": args.ray, "done_dir": out}
 
 
 def write_summary(out: Path, rows: Sequence[dict[str, Any]]) -> Path:

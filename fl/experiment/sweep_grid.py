@@ -216,13 +216,29 @@ def table(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def accuracy_metric(folders: Sequence[Path]) -> str:
+    """The accuracy the runs report: central (server-side) if any run has it, else federated
+    (the nodes' evaluation, `fed_eval_acc`)."""
+    from fl.experiment.tables import read_csv
+
+    for metric in ("central_accuracy", "fed_eval_acc"):
+        for folder in folders:
+            rows = read_csv(folder / "rounds.csv")
+            if any(isinstance(r.get(metric), int | float) for r in rows):
+                return metric
+    return "central_accuracy"
+
+
 def write_sweep(out: Path, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> str:
-    """sweep.csv, sweep.md and the overlay plots; the markdown table."""
-    from fl.experiment.plots import plot_runs
+    """sweep.csv, sweep.md and the overlay plots (one line per grid point: the mean over seeds
+    with a ± std band, the seeds interpolated onto a common time grid); the markdown table."""
+    from fl.experiment.plots import plot_runs  # matplotlib (Agg): imported only here
     from fl.experiment.tables import write_csv
 
     write_csv(out / "sweep.csv", list(rows), [*keys, *COLUMNS])
     text = table(rows, keys)
     (out / "sweep.md").write_text(text + "\n")
-    plot_runs([Path(r["folder"]) for r in rows], out)
+    folders = [Path(r["folder"]) for r in rows if (Path(r["folder"]) / "rounds.csv").is_file()]
+    if folders:
+        plot_runs(folders, out, accuracy_metric(folders))
     return text

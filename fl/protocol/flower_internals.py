@@ -23,13 +23,13 @@ __all__ = [
     "Run",
     "copy_array",
     "copy_run",
+    "current_task_id",
     "empty_run",
     "make_message",
     "reply_metadata",
     "set_message_id",
     "set_node_identity",
     "set_task_identity",
-    "current_task_id",
     "unavailable_reply",
 ]
 

@@ -16,8 +16,12 @@ the server's rejections by reason.
 Writes results/adversarial[-quick]/<attack>/<strategy>/seed<k>/ (each run's folder),
 summary.csv, cells.csv, table.md, accuracy.png and malicious_share.png.
 
-Usage: python simulations/adversarial/run.py [--quick] [--workers N] [--seeds 0 1 2]
-       [--out DIR] [--strategies ...] [--attacks ...] [--set key=value ...]
+Usage: python simulations/adversarial/run.py [--quick] [--workers N] [--ray] [--resume]
+       [--seeds 0 1 2] [--out DIR] [--strategies ...] [--attacks ...] [--set key=value ...]
+
+Each finished run is recorded in OUT/sweep_done.jsonl: after an interruption, a rerun with
+--resume skips the finished runs (without it, everything reruns); --ray runs each run as a Ray
+task.
 """
 
 from __future__ import annotations
@@ -30,7 +34,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from fl.experiment.sweep import run_jobs, write_report, write_summary
+from fl.experiment.sweep import (
+    add_sweep_options,
+    run_jobs,
+    sweep_options,
+    write_report,
+    write_summary,
+)
 from fl.experiment.tables import read_csv, write_csv
 
 HERE = Path(__file__).parent
@@ -349,7 +359,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
     parser.add_argument(
         "--quick", action="store_true", help="5 attacks × 4 strategies, 1 seed (~1 min)"
     )
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    add_sweep_options(parser, workers=min(2, os.cpu_count() or 1))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--strategies", nargs="+", default=None, choices=list(STRATEGIES))
@@ -374,7 +384,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
         rows = [r for r in read_csv(out / "summary.csv") if (r["attack"], r["strategy"], r["seed"])
                 in {(a, s, seed) for a, s, seed, *_ in jobs}]  # fmt: skip
     else:
-        rows = run_jobs(run_one, jobs, args.workers)
+        rows = run_jobs(run_one, jobs, args.workers, **sweep_options(args, out))
         done = {(r["attack"], r["strategy"], r["seed"]) for r in rows}
         if (out / "summary.csv").is_file():  # a rerun of some cells keeps the others
             old = read_csv(out / "summary.csv")

@@ -13,8 +13,12 @@ and accuracy_vs_round.png (one panel per attack: test accuracy against round, me
 seeds). `--report` redraws both and rewrites table.md from OUT/summary.csv and the run folders,
 without rerunning.
 
-Usage: python simulations/bgmd/run.py [--quick] [--workers N] [--seeds 0 1 2] [--out DIR]
-       [--attacks ...] [--aggregators ...] [--set key=value ...] [--report]
+Usage: python simulations/bgmd/run.py [--quick] [--workers N] [--ray] [--resume] [--seeds 0 1 2]
+       [--out DIR] [--attacks ...] [--aggregators ...] [--set key=value ...] [--report]
+
+Each finished run is recorded in OUT/sweep_done.jsonl: after an interruption, a rerun with
+--resume skips the finished runs (without it, everything reruns); --ray runs each run as a Ray
+task.
 """
 
 from __future__ import annotations
@@ -25,7 +29,13 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from fl.experiment.sweep import run_jobs, write_report, write_summary
+from fl.experiment.sweep import (
+    add_sweep_options,
+    run_jobs,
+    sweep_options,
+    write_report,
+    write_summary,
+)
 
 HERE = Path(__file__).parent
 ATTACKS = {
@@ -209,7 +219,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
     parser.add_argument(
         "--quick", action="store_true", help="digits, 16 nodes, bit flip only, 1 seed (~1 min)"
     )
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    add_sweep_options(parser, workers=min(2, os.cpu_count() or 1))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
@@ -244,7 +254,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
             for g in args.aggregators
             for s in seeds
         ]
-        rows = run_jobs(run_one, jobs, args.workers)
+        rows = run_jobs(run_one, jobs, args.workers, **sweep_options(args, out))
         write_summary(out, rows)
     cells = summarise(rows)
     aggregators = [g for g in args.aggregators if any(c["aggregator"] == g for c in cells)]

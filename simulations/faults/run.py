@@ -11,7 +11,12 @@ Writes results/faults[-quick]/<strategy>/<fault>/ (each run's folder), summary.c
 per table line) and table.md. `--report` rewrites table.md (and reprints it) from summary.csv
 without rerunning. The script draws no figure: the table is its result.
 
-Usage: python simulations/faults/run.py [--quick] [--out DIR] [--report]
+Usage: python simulations/faults/run.py [--quick] [--out DIR] [--workers N] [--ray] [--resume]
+       [--report]
+
+Each finished run is recorded in OUT/sweep_done.jsonl: after an interruption, a rerun with
+--resume skips the finished runs (without it, everything reruns); --ray runs each run as a Ray
+task.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import torch
 
 from fl.experiment import resume_experiment, run_experiment
 from fl.experiment.config import ExperimentConfig, load_dict
+from fl.experiment.sweep import add_sweep_options, run_jobs, sweep_options
 from fl.experiment.tables import read_csv, write_csv
 from fl.loops.checkpoint import CHECKPOINT_FILE, load
 from fl.schema import to_toml
@@ -168,12 +174,28 @@ def render(rows: list[dict[str, Any]]) -> tuple[str, list[tuple[str, bool, str]]
     return "\n".join(lines), checks
 
 
+def run_one(job: tuple[str, str, bool, str]) -> dict[str, Any]:
+    """One line of the table: a fault injected into a run, or ("kill") the all-faults run
+    killed three times and resumed."""
+    strategy, fault, quick, out_dir = job
+    torch.set_num_threads(1)
+    out = Path(out_dir)
+    if fault == "kill":
+        cfg = config(strategy, "all of the above", quick)
+        verdict = kill_and_resume(cfg, out / strategy / "killed", out / strategy / "all", 7)
+        return {"strategy": strategy, "fault": "kill", "verdict": verdict}
+    cfg = config(strategy, fault, quick)
+    folder = out / strategy / fault.split(" ")[0].lower().replace("(", "")
+    return {"strategy": strategy, "fault": fault, **summarise(cfg, run_experiment(cfg, folder))}
+
+
 def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="digits, half the rounds (~1 min)")
     parser.add_argument("--out", type=Path, default=None)
+    add_sweep_options(parser, workers=1)
     parser.add_argument(
         "--report",
         action="store_true",
@@ -187,16 +209,16 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
             parser.error(f"--report: {out / 'summary.csv'} not found; run without --report first")
         rows = read_csv(out / "summary.csv")
     else:
-        rows = []
-        for strategy in STRATEGIES:
-            for fault in FAULTS:
-                cfg = config(strategy, fault, args.quick)
-                folder = out / strategy / fault.split(" ")[0].lower().replace("(", "")
-                s = summarise(cfg, run_experiment(cfg, folder))
-                rows.append({"strategy": strategy, "fault": fault, **s})
-            cfg = config(strategy, "all of the above", args.quick)
-            verdict = kill_and_resume(cfg, out / strategy / "killed", out / strategy / "all", 7)
-            rows.append({"strategy": strategy, "fault": "kill", "verdict": verdict})
+        opts = sweep_options(args, out)
+        faults = [(st, fault, args.quick, str(out)) for st in STRATEGIES for fault in FAULTS]
+        rows = run_jobs(run_one, faults, args.workers, **opts)
+        # then the kills: each compares with its strategy's all-faults run, now finished
+        kills = [(st, "kill", args.quick, str(out)) for st in STRATEGIES]
+        killed = run_jobs(run_one, kills, args.workers, **opts)
+        kill_rows = dict(zip(STRATEGIES, killed, strict=True))
+        n = len(FAULTS)
+        rows = [r for i, st in enumerate(STRATEGIES) for r in [*rows[i * n:(i + 1) * n],
+                kill_rows[st]]]  # fmt: skip
         write_csv(out / "summary.csv", rows)
     text, checks = render(rows)
     (out / "table.md").write_text(text + "\n")

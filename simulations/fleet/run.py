@@ -19,7 +19,11 @@ marked). `--report` redraws the plots and rewrites table.md from OUT/summary.csv
 folders without rerunning ((c) needs no runs: it is recomputed, in seconds).
 
 Usage: python simulations/fleet/run.py [--quick] [--parts a b c] [--seeds 0 1 2] [--workers N]
-       [--out DIR] [--set key=value ...] [--report]
+       [--ray] [--resume] [--out DIR] [--set key=value ...] [--report]
+
+Each finished run is recorded in OUT/sweep_done.jsonl: after an interruption, a rerun with
+--resume skips the finished runs (without it, everything reruns); --ray runs each run as a Ray
+task.
 """
 
 from __future__ import annotations
@@ -33,7 +37,13 @@ from typing import Any
 
 import numpy as np
 
-from fl.experiment.sweep import run_jobs, write_report, write_summary
+from fl.experiment.sweep import (
+    add_sweep_options,
+    run_jobs,
+    sweep_options,
+    write_report,
+    write_summary,
+)
 
 HERE = Path(__file__).parent
 STRATEGIES_A = ["adasgd", "dynsgd", "asyncsgd", "fedasync", "fedbuff", "fedavg"]
@@ -379,7 +389,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
     parser.add_argument("--quick", action="store_true", help="digits, one seed, (a) and (c)")
     parser.add_argument("--parts", nargs="+", default=None, choices=["a", "b", "c"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    add_sweep_options(parser, workers=min(2, os.cpu_count() or 1))
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument(
@@ -419,7 +429,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
         if args.report:
             rows = read_rows(out, set(labels), seeds)
         else:
-            rows = run_jobs(run_one, jobs, args.workers)
+            rows = run_jobs(run_one, jobs, args.workers, **sweep_options(args, out))
             for row, label in zip(rows, labels, strict=True):
                 row["config"] = label
             write_summary(out, rows)

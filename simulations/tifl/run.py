@@ -19,7 +19,12 @@ per core); each run is deterministic, so the pool changes nothing but wall time.
 `--report` redraws the plots and rewrites the table from OUT/summary.csv and the run folders,
 without rerunning.
 
-Usage: python simulations/tifl/run.py [--quick] [--workers N] [--out DIR] [--report]
+Usage: python simulations/tifl/run.py [--quick] [--workers N] [--ray] [--resume] [--out DIR]
+       [--report]
+
+Each finished run is recorded in OUT/sweep_done.jsonl: after an interruption, a rerun with
+--resume skips the finished runs (without it, everything reruns); --ray runs each run as a Ray
+task.
 """
 
 from __future__ import annotations
@@ -29,7 +34,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fl.experiment.sweep import run_jobs, write_report, write_summary
+from fl.experiment.sweep import (
+    add_sweep_options,
+    run_jobs,
+    sweep_options,
+    write_report,
+    write_summary,
+)
 
 HERE = Path(__file__).parent
 SETTINGS = {
@@ -259,7 +270,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="100 rounds on 15 000 images (~2 min)")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    add_sweep_options(parser, workers=min(2, os.cpu_count() or 1))
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument(
@@ -285,7 +296,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, bool, str]]:
             for s in args.settings
             for p in POLICIES
         ]
-        rows = run_jobs(run_one, jobs, args.workers)
+        rows = run_jobs(run_one, jobs, args.workers, **sweep_options(args, out))
         write_summary(out, rows)
     from fl.experiment.config import load_config
 
