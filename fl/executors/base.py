@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from flwr.app import Context, Error, Message
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.common.constant import ErrorCode
 
 ClientAppFn = Callable[[Message, Context], Message]
@@ -78,3 +78,36 @@ class SequentialExecutor:
 
     def run(self, tasks: Sequence[ClientTask]) -> list[Message]:
         return [run_client_app(t) for t in tasks]
+
+
+def shippable(tasks: Sequence[ClientTask]) -> list[int]:
+    """The indices of the tasks a multi-worker executor may ship to its workers: those that
+    run the project's ClientApp (the others, nodes wrapped by attacks or faults, keep their
+    state in this process and run here). Empty when a node has two tasks in the push: the
+    second depends on the first's state, so the push runs here, in order (never happens in
+    the project's strategies)."""
+    from fl import client
+
+    remote = [i for i, t in enumerate(tasks) if t.app is client.app]
+    nodes = {tasks[i].context.node_id for i in remote}
+    return remote if len(nodes) == len(remote) else []
+
+
+def chunked(indices: list[int], parts: int) -> list[list[int]]:
+    """`indices` cut into at most `parts` contiguous chunks of equal size (the last shorter)."""
+    size = -(-len(indices) // parts)
+    return [indices[k : k + size] for k in range(0, len(indices), size)]
+
+
+def run_in_worker(items: Sequence[tuple[Message, Context]]) -> list[tuple[Message, RecordDict]]:
+    """In a worker process: run the project's ClientApp on each (message, context), as the
+    node's SuperNode would; each reply and the node's updated state."""
+    from fl import client
+    from fl.protocol.flower_internals import set_node_identity
+
+    out = []
+    for message, context in items:
+        set_node_identity(message.metadata.run_id, message.metadata.dst_node_id)
+        reply = run_client_app(ClientTask(message, context, client.app))
+        out.append((reply, context.state))
+    return out

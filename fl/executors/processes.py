@@ -24,8 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from flwr.app import Context, Message, RecordDict
 
-from fl.executors.base import ClientTask, SequentialExecutor, run_client_app
-from fl.protocol.flower_internals import set_node_identity
+from fl.executors.base import ClientTask, SequentialExecutor, chunked, run_in_worker, shippable
 
 
 def _new_pool(workers: int, torch_threads: int) -> ProcessPoolExecutor:
@@ -59,15 +58,8 @@ def _run_chunk(
     and the node's updated state."""
     import torch
 
-    from fl import client
-
     torch.set_num_threads(torch_threads)
-    out = []
-    for message, context in chunk:
-        set_node_identity(message.metadata.run_id, message.metadata.dst_node_id)
-        reply = run_client_app(ClientTask(message, context, client.app))
-        out.append((reply, context.state))
-    return out
+    return run_in_worker(chunk)
 
 
 class ProcessExecutor:
@@ -97,17 +89,11 @@ class ProcessExecutor:
             self._pool = None
 
     def run(self, tasks: Sequence[ClientTask]) -> list[Message]:
-        from fl import client
-
-        remote = [i for i, t in enumerate(tasks) if t.app is client.app]
-        nodes = [tasks[i].context.node_id for i in remote]
-        # A node sent two tasks in one push: the second depends on the first's state, so the
-        # push runs here, in order (never happens in the project's strategies).
-        if self.workers < 2 or len(remote) < 2 or len(set(nodes)) < len(nodes):
+        remote = shippable(tasks)
+        if self.workers < 2 or len(remote) < 2:
             return self.local.run(tasks)
         replies: list[Message | None] = [None] * len(tasks)
-        size = -(-len(remote) // (self.workers * self.chunks_per_worker))
-        parts = [remote[k : k + size] for k in range(0, len(remote), size)]
+        parts = chunked(remote, self.workers * self.chunks_per_worker)
         if self._pool is None:
             self._pool = _new_pool(self.workers, self.torch_threads)
         self.remote_tasks += len(remote)

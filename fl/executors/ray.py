@@ -28,7 +28,7 @@ from typing import Any
 
 from flwr.app import Message
 
-from fl.executors.base import ClientTask, SequentialExecutor
+from fl.executors.base import ClientTask, SequentialExecutor, chunked, run_in_worker, shippable
 
 log = logging.getLogger("fl")
 
@@ -133,19 +133,10 @@ class _Worker:
         node's updated state."""
         import ray
 
-        from fl import client
-        from fl.executors.base import run_client_app
-        from fl.protocol.flower_internals import set_node_identity
-
         ref = payload_box[0]
         if self._payloads[0] != ref.hex():  # once per push, not once per call
             self._payloads = (ref.hex(), ray.get(ref))
-        out = []
-        for message, context in load_tasks(blob, self._payloads[1]):
-            set_node_identity(message.metadata.run_id, message.metadata.dst_node_id)
-            reply = run_client_app(ClientTask(message, context, client.app))
-            out.append((reply, context.state))
-        return out
+        return run_in_worker(load_tasks(blob, self._payloads[1]))
 
 
 class RayExecutor:
@@ -244,13 +235,8 @@ class RayExecutor:
         raise TypeError("a RayExecutor cannot be pickled (checkpoints keep no executor)")
 
     def run(self, tasks: Sequence[ClientTask]) -> list[Message]:
-        from fl import client
-
-        remote = [i for i, t in enumerate(tasks) if t.app is client.app]
-        nodes = [tasks[i].context.node_id for i in remote]
-        # A node sent two tasks in one push: the second depends on the first's state, so the
-        # push runs here, in order (never happens in the project's strategies).
-        if not remote or len(set(nodes)) < len(nodes):
+        remote = shippable(tasks)
+        if not remote:
             return self.local.run(tasks)
         if not self._actors:
             self._start()
@@ -258,8 +244,7 @@ class RayExecutor:
         payloads = shared_payloads([tasks[i].message for i in remote])
         payload_box = [ray.put(payloads)]
         shared = {id(p): k for k, p in enumerate(payloads)}
-        size = -(-len(remote) // (len(self._actors) * self.chunks_per_worker))
-        parts = [remote[k : k + size] for k in range(0, len(remote), size)]
+        parts = chunked(remote, len(self._actors) * self.chunks_per_worker)
         blobs = [
             dump_tasks([(tasks[i].message, tasks[i].context) for i in p], shared) for p in parts
         ]
